@@ -1,0 +1,1 @@
+"""Message schemas and their mapping to Bigtable rows."""
