@@ -1,0 +1,1 @@
+"""Streaming ingestion: Pub/Sub -> Beam -> Bigtable."""

@@ -1,0 +1,69 @@
+"""Frozen, picklable settings that transforms and DoFns receive (built from the flags)."""
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from stream.validate import ParseRules
+
+LOCAL_PROJECT = "local-project"
+LOCAL_TOPIC = "request_buffer"
+LOCAL_SUBSCRIPTION = "request_buffer-sub"
+LOCAL_DEAD_LETTER_TOPIC = "request_buffer-deadletter"
+LOCAL_DEAD_LETTER_SUBSCRIPTION = "request_buffer-deadletter-sub"
+LOCAL_INSTANCE = "scale-bigtable"
+
+
+def topic_path(project: str, topic: str) -> str:
+    """`projects/<project>/topics/<topic>`."""
+    return f"projects/{project}/topics/{topic}"
+
+
+def subscription_path(project: str, subscription: str) -> str:
+    """`projects/<project>/subscriptions/<subscription>`."""
+    return f"projects/{project}/subscriptions/{subscription}"
+
+
+@dataclass(frozen=True, slots=True)
+class BigtableTarget:
+    """Where and how rows are written."""
+
+    project: str
+    instance: str
+    # logical table group (schemas.registry.TABLES) -> table id
+    tables: dict[str, str] = field(default_factory=dict)
+    batch_rows: int = 500
+    timeout: timedelta = timedelta(seconds=60)
+    record_ingest_time: bool = False
+
+    def table_id(self, group: str) -> str:
+        """The table id for a logical table group."""
+        return self.tables[group]
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubEndpoints:
+    """The input subscription, the dead-letter topic and how the pull source reads."""
+
+    subscription: str
+    dead_letter_topic: str
+    pull_max_messages: int = 1000
+    readers: int = 2
+    id_label: str | None = None
+    timestamp_attribute: str | None = None
+
+    @property
+    def project(self) -> str:
+        """The project of the input subscription."""
+        return self.subscription.split("/")[1]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    """All settings of one pipeline run, validated."""
+
+    pubsub: PubSubEndpoints
+    bigtable: BigtableTarget
+    rules: ParseRules = field(default_factory=ParseRules)
+    window: timedelta = timedelta(seconds=60)
+    allowed_lateness: timedelta = timedelta(hours=1)
+    status_interval: timedelta = timedelta(seconds=5)

@@ -1,0 +1,1 @@
+"""Sources and sinks: Pub/Sub in, Bigtable rows and dead letters out."""

@@ -1,0 +1,202 @@
+"""A Pub/Sub source for portable runners (Prism, Flink, Spark): an unbounded splittable DoFn.
+
+Python's ReadFromPubSub is a native transform that only Dataflow and the DirectRunner
+implement. This source pulls batches with the synchronous Pull API and never acknowledges:
+every message carries its ack id downstream, and the pipeline's Acknowledge stage acks it
+only after its row (or dead letter) is stored. A crash therefore leaves unfinished messages
+in the subscription, to be redelivered and rewritten idempotently.
+"""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import apache_beam as beam
+from apache_beam.io.iobase import RestrictionProgress
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.typehints.decorators import no_annotations
+from apache_beam.utils.timestamp import Duration, Timestamp
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+
+from stream import metrics
+from stream.config import PubSubEndpoints
+from stream.io.pubsub import AcknowledgeFn
+from stream.messages import RawMessage
+
+UNBOUNDED = 2**62
+IDLE_POLL = Duration(seconds=0.2)
+PULL_TIMEOUT_SECONDS = 5.0
+
+
+class _Pulls(OffsetRestrictionTracker):
+    """Positions are pull rounds; only checkpoints split it.
+
+    No dynamic splitting: every reader pulls from the same subscription, so splitting a
+    reader would add nothing but churn.
+    """
+
+    def __init__(self, restriction: OffsetRange) -> None:
+        super().__init__(restriction)
+        self.backlog_hint = 0.0
+
+    def try_split(self, fraction_of_remainder: float) -> tuple[OffsetRange, OffsetRange] | None:
+        if fraction_of_remainder > 0:
+            return None
+        return super().try_split(0)  # type: ignore[no-any-return]
+
+    def current_progress(self) -> RestrictionProgress:
+        # The SDK replaces `completed` with the bytes output so far, so `remaining` must stay
+        # positive: 0 / (0 + 0) is NaN and fails its split arithmetic. An unbounded source
+        # always has more to do; the last full pull's size adds a backlog signal on top.
+        return RestrictionProgress(completed=0.0, remaining=1.0 + self.backlog_hint)
+
+    def is_bounded(self) -> bool:
+        return False
+
+
+class _PullRestrictions(RestrictionProvider):
+    def initial_restriction(self, element: int) -> OffsetRange:
+        return OffsetRange(0, UNBOUNDED)
+
+    def create_tracker(self, restriction: OffsetRange) -> _Pulls:
+        return _Pulls(restriction)
+
+    def restriction_size(self, element: int, restriction: OffsetRange) -> float:
+        return 1.0
+
+    def split(self, element: int, restriction: OffsetRange) -> Iterator[OffsetRange]:
+        yield restriction
+
+    def truncate(self, element: int, restriction: OffsetRange) -> None:
+        return None  # on drain: stop pulling; unacked messages stay in the subscription
+
+
+class _Watermarks(WatermarkEstimatorProvider):
+    def initial_estimator_state(self, element: int, restriction: OffsetRange) -> None:
+        return None
+
+    def create_watermark_estimator(self, state: Timestamp | None) -> ManualWatermarkEstimator:
+        return ManualWatermarkEstimator(state)
+
+
+_RESTRICTION = beam.DoFn.RestrictionParam(_PullRestrictions())
+_WATERMARK = beam.DoFn.WatermarkEstimatorParam(_Watermarks())
+
+
+def _to_raw(received: pubsub_v1.types.ReceivedMessage) -> tuple[RawMessage, Timestamp]:
+    message = received.message
+    published = datetime.fromtimestamp(message.publish_time.timestamp(), tz=UTC)
+    raw = RawMessage(
+        data=bytes(message.data),
+        attributes=dict(message.attributes),
+        message_id=message.message_id,
+        publish_time=published,
+        ack_id=received.ack_id,
+    )
+    return raw, Timestamp.from_utc_datetime(published)
+
+
+class PullMessagesFn(beam.DoFn):
+    """One pull per process() call, then a checkpoint.
+
+    Each bundle is one batch, so the fused downstream stages write and acknowledge it
+    before the next pull (backpressure).
+
+    Watermark: the oldest publish time of the last batch (monotone), or now when the
+    subscription is idle. Event times come from the payload later; elements older than the
+    watermark only matter for windowed aggregates, never for raw rows.
+    """
+
+    _subscriber: pubsub_v1.SubscriberClient  # created in setup()
+
+    def __init__(self, endpoints: PubSubEndpoints) -> None:
+        self._endpoints = endpoints
+        self._pulled = metrics.counter("pulled")
+        self._empty = metrics.counter("empty_pulls")
+        self._lag = beam.metrics.Metrics.gauge(metrics.NAMESPACE, "source_lag_ms")
+
+    def setup(self) -> None:
+        self._subscriber = pubsub_v1.SubscriberClient()
+
+    def teardown(self) -> None:
+        subscriber = getattr(self, "_subscriber", None)
+        if subscriber is not None:
+            subscriber.close()
+            del self._subscriber
+
+    def _pull(self) -> list[pubsub_v1.types.ReceivedMessage]:
+        try:
+            response = self._subscriber.pull(
+                request={
+                    "subscription": self._endpoints.subscription,
+                    "max_messages": self._endpoints.pull_max_messages,
+                },
+                timeout=PULL_TIMEOUT_SECONDS,
+            )
+        except (gexc.DeadlineExceeded, gexc.ServiceUnavailable):
+            return []  # nothing arrived in time, or a blip: try again after a checkpoint
+        return list(response.received_messages)
+
+    @beam.DoFn.unbounded_per_element()
+    @no_annotations
+    def process(
+        self,
+        reader: int,
+        tracker: _Pulls = _RESTRICTION,
+        watermark: ManualWatermarkEstimator = _WATERMARK,
+    ) -> Iterator[TimestampedValue]:
+        position = tracker.current_restriction().start
+        if not tracker.try_claim(position):
+            return
+        received = self._pull()
+        now = Timestamp.now()
+        if not received:
+            self._empty.inc()
+            tracker.backlog_hint = 0.0
+            watermark.set_watermark(max(now, watermark.current_watermark() or now))
+            tracker.defer_remainder(IDLE_POLL)
+            return
+        oldest = now
+        for item in received:
+            raw, published = _to_raw(item)
+            oldest = min(oldest, published)
+            yield TimestampedValue(raw, published)
+        self._pulled.inc(len(received))
+        self._lag.set(int((now - oldest).micros // 1000))
+        tracker.backlog_hint = (
+            float(len(received)) if len(received) >= self._endpoints.pull_max_messages else 0.0
+        )
+        current = watermark.current_watermark()
+        watermark.set_watermark(oldest if current is None else max(current, oldest))
+        tracker.defer_remainder()
+
+
+class PullSource:
+    """Source for portable runners: `readers` concurrent pullers, acks after the write."""
+
+    acks_after_write = True
+
+    def __init__(self, endpoints: PubSubEndpoints) -> None:
+        self._endpoints = endpoints
+
+    def read(self) -> beam.PTransform:
+        """PBegin -> PCollection[RawMessage] (each carrying its ack id)."""
+        endpoints = self._endpoints
+
+        @beam.ptransform_fn
+        def _read(pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+            return (
+                pbegin
+                | "Start" >> beam.Impulse()
+                | "Readers" >> beam.FlatMap(lambda _: range(endpoints.readers))
+                | "Pull" >> beam.ParDo(PullMessagesFn(endpoints))
+            )
+
+        return _read()
+
+    def acknowledge(self) -> beam.PTransform:
+        """PCollection[ack id] -> acknowledged in Pub/Sub."""
+        return beam.ParDo(AcknowledgeFn(self._endpoints.subscription))

@@ -1,0 +1,205 @@
+"""Every flag of the pipeline, and their validation into an IngestConfig at startup."""
+
+import re
+from datetime import timedelta
+from typing import Any
+
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    StandardOptions,
+)
+
+from schemas.registry import SCHEMAS, TABLES
+from stream import config as cfg
+from stream.validate import ParseRules
+
+SUBSCRIPTION_RE = re.compile(
+    r"^projects/([a-z][-a-z0-9:.]{4,61}[a-z0-9])/subscriptions/([^/]{3,255})$"
+)
+TOPIC_RE = re.compile(r"^projects/([a-z][-a-z0-9:.]{4,61}[a-z0-9])/topics/([^/]{3,255})$")
+PROJECT_RE = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
+INSTANCE_RE = re.compile(r"^[a-z][-a-z0-9]{4,31}[a-z0-9]$")
+TABLE_RE = re.compile(r"^[-_.a-zA-Z0-9]{1,50}$")
+DATAFLOW = "DataflowRunner"
+
+
+class ConfigError(ValueError):
+    """Invalid flags: the message lists every problem and what to change."""
+
+
+class IngestOptions(PipelineOptions):
+    """Flags of the ingestion pipeline (all Beam flags work as usual beside them)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        group = parser.add_argument_group("ingestion")
+        group.add_argument(
+            "--subscription",
+            default=None,
+            help="Input: projects/<p>/subscriptions/<s>. Default: the local emulator's "
+            f"{cfg.LOCAL_SUBSCRIPTION}.",
+        )
+        group.add_argument(
+            "--dead_letter_topic",
+            default=None,
+            help="Dead letters: projects/<p>/topics/<t>. Default: <subscription project>/"
+            f"{cfg.LOCAL_DEAD_LETTER_TOPIC}.",
+        )
+        group.add_argument(
+            "--bigtable_project",
+            default=None,
+            help="Bigtable project. Default: the subscription's project.",
+        )
+        group.add_argument("--bigtable_instance", default=cfg.LOCAL_INSTANCE)
+        for spec in TABLES.values():
+            group.add_argument(
+                f"--{spec.group}_table",
+                default=spec.default_table_id,
+                help=f"Table for {spec.group} events (families: {', '.join(spec.families)}).",
+            )
+        group.add_argument("--default_schema", default="consent.v1", help="When no attribute.")
+        group.add_argument("--schema_attribute", default="schema")
+        group.add_argument("--max_message_bytes", type=int, default=64 * 1024)
+        group.add_argument(
+            "--max_event_age_seconds",
+            type=int,
+            default=7 * 24 * 3600,
+            help="Older event times are dead-lettered (default 7 days = Pub/Sub retention).",
+        )
+        group.add_argument("--max_future_skew_seconds", type=int, default=300)
+        group.add_argument("--window_seconds", type=int, default=60)
+        group.add_argument("--allowed_lateness_seconds", type=int, default=3600)
+        group.add_argument(
+            "--write_batch_rows", type=int, default=500, help="Rows per MutateRows request."
+        )
+        group.add_argument(
+            "--write_timeout_seconds",
+            type=int,
+            default=60,
+            help="Time budget for one MutateRows, retries of transient errors included.",
+        )
+        group.add_argument(
+            "--record_ingest_time",
+            action="store_true",
+            default=False,
+            help="Also write cf `ingested_at` (wall clock) to measure publish->row latency.",
+        )
+        group.add_argument("--pull_max_messages", type=int, default=1000)
+        group.add_argument(
+            "--readers", type=int, default=2, help="Concurrent pullers (portable runners)."
+        )
+        group.add_argument("--id_label", default=None, help="Dataflow only: dedup attribute.")
+        group.add_argument(
+            "--timestamp_attribute", default=None, help="Dataflow only: event-time attribute."
+        )
+        group.add_argument(
+            "--emulators",
+            choices=("auto", "on", "off"),
+            default="auto",
+            help="auto: use (or start) local emulators unless --subscription or Dataflow.",
+        )
+        group.add_argument(
+            "--status_interval_seconds", type=int, default=5, help="0 disables the status line."
+        )
+
+
+def runner_name(options: PipelineOptions) -> str:
+    """The runner's short name ('' when not given)."""
+    runner = options.view_as(StandardOptions).runner
+    if runner is None:
+        return ""
+    return runner if isinstance(runner, str) else type(runner).__name__
+
+
+def uses_emulators(options: PipelineOptions) -> bool:
+    """Whether this run targets local emulators (the embedded default)."""
+    ingest = options.view_as(IngestOptions)
+    if ingest.emulators != "auto":
+        return bool(ingest.emulators == "on")
+    return ingest.subscription is None and runner_name(options) != DATAFLOW
+
+
+def _range(errors: list[str], flag: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        errors.append(f"--{flag}={value}: must be between {low} and {high}")
+
+
+def to_config(options: PipelineOptions) -> cfg.IngestConfig:
+    """Validate the flags and build the run's IngestConfig; raise ConfigError listing problems."""
+    ingest = options.view_as(IngestOptions)
+    errors: list[str] = []
+    if not options.view_as(StandardOptions).streaming:
+        errors.append("--streaming is required: Pub/Sub is an unbounded source")
+    subscription = ingest.subscription or cfg.subscription_path(
+        cfg.LOCAL_PROJECT, cfg.LOCAL_SUBSCRIPTION
+    )
+    if runner_name(options) == DATAFLOW and ingest.subscription is None:
+        errors.append("--subscription is required on Dataflow (projects/<p>/subscriptions/<s>)")
+    match = SUBSCRIPTION_RE.match(subscription)
+    project = match.group(1) if match else cfg.LOCAL_PROJECT
+    if not match:
+        errors.append(f"--subscription={subscription}: expected projects/<p>/subscriptions/<s>")
+    dead_letter = ingest.dead_letter_topic or cfg.topic_path(project, cfg.LOCAL_DEAD_LETTER_TOPIC)
+    if not TOPIC_RE.match(dead_letter):
+        errors.append(f"--dead_letter_topic={dead_letter}: expected projects/<p>/topics/<t>")
+    bt_project = ingest.bigtable_project or options.view_as(GoogleCloudOptions).project or project
+    if not PROJECT_RE.match(bt_project):
+        errors.append(f"--bigtable_project={bt_project}: a project id is 6-30 of [-a-z0-9]")
+    if not INSTANCE_RE.match(ingest.bigtable_instance):
+        errors.append(
+            f"--bigtable_instance={ingest.bigtable_instance}: an instance id is 6-33 of [-a-z0-9]"
+        )
+    tables = {group: getattr(ingest, f"{group}_table") for group in TABLES}
+    for group, table_id in tables.items():
+        if not TABLE_RE.match(table_id):
+            errors.append(f"--{group}_table={table_id}: a table id is 1-50 of [-_.a-zA-Z0-9]")
+    if ingest.default_schema not in SCHEMAS:
+        errors.append(
+            f"--default_schema={ingest.default_schema}: choose one of {', '.join(sorted(SCHEMAS))}"
+        )
+    _range(errors, "max_message_bytes", ingest.max_message_bytes, 1, 10 * 1024 * 1024)
+    _range(errors, "max_event_age_seconds", ingest.max_event_age_seconds, 1, 366 * 24 * 3600)
+    _range(errors, "max_future_skew_seconds", ingest.max_future_skew_seconds, 0, 24 * 3600)
+    _range(errors, "window_seconds", ingest.window_seconds, 1, 24 * 3600)
+    _range(errors, "allowed_lateness_seconds", ingest.allowed_lateness_seconds, 0, 7 * 24 * 3600)
+    # MutateRows allows 100,000 mutations per request; a row here has at most ~70 cells.
+    _range(errors, "write_batch_rows", ingest.write_batch_rows, 1, 1000)
+    _range(errors, "write_timeout_seconds", ingest.write_timeout_seconds, 1, 600)
+    _range(errors, "pull_max_messages", ingest.pull_max_messages, 1, 1000)
+    _range(errors, "readers", ingest.readers, 1, 16)
+    _range(errors, "status_interval_seconds", ingest.status_interval_seconds, 0, 3600)
+    if runner_name(options) != DATAFLOW:
+        for flag in ("id_label", "timestamp_attribute"):
+            if getattr(ingest, flag):
+                errors.append(f"--{flag} is only supported on Dataflow's native Pub/Sub read")
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    return cfg.IngestConfig(
+        pubsub=cfg.PubSubEndpoints(
+            subscription=subscription,
+            dead_letter_topic=dead_letter,
+            pull_max_messages=ingest.pull_max_messages,
+            readers=ingest.readers,
+            id_label=ingest.id_label,
+            timestamp_attribute=ingest.timestamp_attribute,
+        ),
+        bigtable=cfg.BigtableTarget(
+            project=bt_project,
+            instance=ingest.bigtable_instance,
+            tables=tables,
+            batch_rows=ingest.write_batch_rows,
+            timeout=timedelta(seconds=ingest.write_timeout_seconds),
+            record_ingest_time=ingest.record_ingest_time,
+        ),
+        rules=ParseRules(
+            default_schema=ingest.default_schema,
+            schema_attribute=ingest.schema_attribute,
+            max_message_bytes=ingest.max_message_bytes,
+            max_event_age=timedelta(seconds=ingest.max_event_age_seconds),
+            max_future_skew=timedelta(seconds=ingest.max_future_skew_seconds),
+        ),
+        window=timedelta(seconds=ingest.window_seconds),
+        allowed_lateness=timedelta(seconds=ingest.allowed_lateness_seconds),
+        status_interval=timedelta(seconds=ingest.status_interval_seconds),
+    )

@@ -1,0 +1,90 @@
+"""Decode and validate one raw message: a pure function from bytes to an event or a reason."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import ValidationError
+
+from schemas.base import EVENT_TIME_ERROR, MAX_ROW_KEY_BYTES, TimeBounds
+from schemas.registry import SCHEMAS
+from stream.messages import DeadLetter, ErrorKind, RawMessage, Stage, ValidEvent
+
+MAX_ERROR_TEXT = 900  # Pub/Sub attribute values are limited to 1024 bytes.
+
+
+@dataclass(frozen=True, slots=True)
+class ParseRules:
+    """Everything validation needs besides the message: picklable, set once at startup."""
+
+    default_schema: str = "consent.v1"
+    schema_attribute: str = "schema"
+    max_message_bytes: int = 64 * 1024
+    max_event_age: timedelta = timedelta(days=7)
+    max_future_skew: timedelta = timedelta(minutes=5)
+
+
+def _reject(
+    raw: RawMessage, kind: ErrorKind, error: str, schema: str = "", stage: Stage = Stage.PARSE
+) -> DeadLetter:
+    return DeadLetter(raw=raw, kind=kind, error=error[:MAX_ERROR_TEXT], stage=stage, schema=schema)
+
+
+def _classify(exc: ValidationError) -> tuple[ErrorKind, str]:
+    """The most specific kind among the errors, and a readable `field: problem` list."""
+    errors = exc.errors(include_url=False)
+    types = {err["type"] for err in errors}
+    if "json_invalid" in types:
+        kind = ErrorKind.INVALID_JSON
+    elif "model_type" in types or "model_attributes_type" in types:
+        return ErrorKind.INVALID_JSON, "the message body must be a JSON object"
+    elif "missing" in types:
+        kind = ErrorKind.MISSING_FIELD
+    elif "extra_forbidden" in types:
+        kind = ErrorKind.UNEXPECTED_FIELD
+    elif EVENT_TIME_ERROR in types:
+        kind = ErrorKind.EVENT_TIME_OUT_OF_RANGE
+    else:
+        kind = ErrorKind.INVALID_FIELD
+    parts = []
+    for err in errors:
+        where = ".".join(str(part) for part in err["loc"]) or "<message>"
+        parts.append(f"{where}: {err['msg']}")
+    return kind, "; ".join(parts)
+
+
+def validate(raw: RawMessage, rules: ParseRules, now: datetime) -> ValidEvent | DeadLetter:
+    """Turn one raw message into a ValidEvent, or a DeadLetter saying precisely why not."""
+    schema = raw.attributes.get(rules.schema_attribute) or rules.default_schema
+    model = SCHEMAS.get(schema)
+    if model is None:
+        known = ", ".join(sorted(SCHEMAS))
+        return _reject(raw, ErrorKind.UNKNOWN_SCHEMA, f"unknown schema {schema!r}; known: {known}")
+    size = len(raw.data)
+    if size == 0:
+        return _reject(raw, ErrorKind.EMPTY_PAYLOAD, "the message body is empty", schema)
+    if size > rules.max_message_bytes:
+        return _reject(
+            raw,
+            ErrorKind.PAYLOAD_TOO_LARGE,
+            f"the message body is {size} bytes; the limit is {rules.max_message_bytes}",
+            schema,
+        )
+    try:
+        text = raw.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _reject(raw, ErrorKind.NOT_UTF8, f"the message body is not UTF-8: {exc}", schema)
+    bounds = TimeBounds(now=now, max_age=rules.max_event_age, max_future=rules.max_future_skew)
+    try:
+        event = model.model_validate_json(text, context=bounds)
+    except ValidationError as exc:
+        kind, error = _classify(exc)
+        return _reject(raw, kind, f"{schema}: {error}", schema)
+    key_size = len(event.row_key().encode())
+    if key_size > MAX_ROW_KEY_BYTES:
+        return _reject(
+            raw,
+            ErrorKind.ROW_KEY_TOO_LARGE,
+            f"row key is {key_size} bytes; Bigtable allows at most {MAX_ROW_KEY_BYTES}",
+            schema,
+        )
+    return ValidEvent(event=event, raw=raw)
