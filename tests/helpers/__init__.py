@@ -1,0 +1,1 @@
+"""Test helpers: emulator resources, publishing, independent read-back, pipeline processes."""
