@@ -12,7 +12,15 @@ import pytest
 
 from tests.helpers.corpus import Corpus, build_corpus, consent_v1
 from tests.helpers.process import PipelineProcess
-from tests.helpers.readback import Table, count_rows, publish, pull_all, read_table, wait_for
+from tests.helpers.readback import (
+    Letter,
+    Table,
+    count_rows,
+    publish,
+    pull_all,
+    read_table,
+    wait_for,
+)
 from tests.helpers.resources import PROJECT, TestResources
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
@@ -20,7 +28,7 @@ pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
 def _run_until_stored(
     resources: TestResources, corpus: Corpus, log: Path, *flags: str
-) -> tuple[dict[str, Table], list]:
+) -> tuple[dict[str, Table], list[Letter]]:
     """Publish the corpus, run the pipeline CLI until every row and letter is stored."""
     ids = publish(resources.topic, corpus.messages)
     assert len(ids) == len(corpus.messages)

@@ -72,7 +72,9 @@ def consent_v1(
     return json.dumps(body).encode(), row
 
 
-def build_corpus(now: datetime, valid_per_schema: int = 20, max_message_bytes: int = 8192) -> Corpus:
+def build_corpus(
+    now: datetime, valid_per_schema: int = 20, max_message_bytes: int = 8192
+) -> Corpus:
     """`valid_per_schema` valid messages of each schema + one invalid message of each kind."""
     corpus = Corpus()
     for i in range(valid_per_schema):
@@ -85,7 +87,7 @@ def build_corpus(now: datetime, valid_per_schema: int = 20, max_message_bytes: i
 
         user2 = uuid.uuid4()
         grants = [{"id": "essential-1", "granted": True}, {"id": "ads-2", "granted": i % 2 == 0}]
-        body = {
+        body: dict[str, object] = {
             "user": str(user2),
             "domain": "News.Example.org",  # normalised to lower case in the key
             "region": "eu",

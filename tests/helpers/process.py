@@ -12,7 +12,7 @@ class PipelineProcess:
 
     def __init__(self, flags: list[str], log_path: Path) -> None:
         self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()/kill()
+        self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stream.main", *flags],
             stdout=self._log,

@@ -57,8 +57,10 @@ class Letter:
 
 
 def pull_all(subscription: str, expected: int, timeout: float = 60.0) -> list[Letter]:
-    """Pull (and ack) until `expected` messages arrived or `timeout`; then one more short
-    pull to catch extras, so tests also see duplicates beyond `expected`."""
+    """Pull (and ack) until `expected` messages arrived or `timeout`.
+
+    Then one more short pull catches extras, so tests also see duplicates beyond `expected`.
+    """
     letters: list[Letter] = []
     deadline = time.monotonic() + timeout
     with pubsub_v1.SubscriberClient() as subscriber:
@@ -68,7 +70,7 @@ def pull_all(subscription: str, expected: int, timeout: float = 60.0) -> list[Le
                 response = subscriber.pull(
                     request={"subscription": subscription, "max_messages": 1000}, timeout=wait
                 )
-            except Exception:  # noqa: BLE001 - DeadlineExceeded means "nothing yet"
+            except Exception:
                 return 0
             received = list(response.received_messages)
             if received:
