@@ -38,20 +38,19 @@ class _Pulls(OffsetRestrictionTracker):
     reader would add nothing but churn.
     """
 
-    def __init__(self, restriction: OffsetRange) -> None:
-        super().__init__(restriction)
-        self.backlog_hint = 0.0
-
     def try_split(self, fraction_of_remainder: float) -> tuple[OffsetRange, OffsetRange] | None:
         if fraction_of_remainder > 0:
             return None
         return super().try_split(0)  # type: ignore[no-any-return]
 
-    def current_progress(self) -> RestrictionProgress:
-        # The SDK replaces `completed` with the bytes output so far, so `remaining` must stay
-        # positive: 0 / (0 + 0) is NaN and fails its split arithmetic. An unbounded source
-        # always has more to do; the last full pull's size adds a backlog signal on top.
-        return RestrictionProgress(completed=0.0, remaining=1.0 + self.backlog_hint)
+    def current_progress(self) -> RestrictionProgress | None:
+        # Progress "unknown" on purpose. The SDK rescales any reported progress with
+        # with_completed(total_output_bytes()), and that is NaN while an output element is
+        # counted but its size not yet sampled (MeanInt64Accumulator: 0 // 0 -> NaN). A NaN
+        # fraction makes the SDK's split computation raise, and Prism then fails the job.
+        # None is handled (the SDK assumes 0.5), and splits stay on element boundaries.
+        # The backlog signal is exported as metrics instead (pull_fill, source_lag_ms).
+        return None
 
     def is_bounded(self) -> bool:
         return False
@@ -117,6 +116,7 @@ class PullMessagesFn(beam.DoFn):
         self._pulled = metrics.counter("pulled")
         self._empty = metrics.counter("empty_pulls")
         self._lag = beam.metrics.Metrics.gauge(metrics.NAMESPACE, "source_lag_ms")
+        self._fill = beam.metrics.Metrics.gauge(metrics.NAMESPACE, "pull_fill_percent")
 
     def setup(self) -> None:
         self._subscriber = pubsub_v1.SubscriberClient()
@@ -155,7 +155,7 @@ class PullMessagesFn(beam.DoFn):
         now = Timestamp.now()
         if not received:
             self._empty.inc()
-            tracker.backlog_hint = 0.0
+            self._fill.set(0)
             watermark.set_watermark(max(now, watermark.current_watermark() or now))
             tracker.defer_remainder(IDLE_POLL)
             return
@@ -166,9 +166,8 @@ class PullMessagesFn(beam.DoFn):
             yield TimestampedValue(raw, published)
         self._pulled.inc(len(received))
         self._lag.set(int((now - oldest).micros // 1000))
-        tracker.backlog_hint = (
-            float(len(received)) if len(received) >= self._endpoints.pull_max_messages else 0.0
-        )
+        # A full pull means more is waiting: with source_lag_ms, the backlog signal.
+        self._fill.set(100 * len(received) // self._endpoints.pull_max_messages)
         current = watermark.current_watermark()
         watermark.set_watermark(oldest if current is None else max(current, oldest))
         tracker.defer_remainder()
