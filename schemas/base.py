@@ -1,6 +1,7 @@
 """The mapping contract: how one validated event becomes one Bigtable row."""
 
 import json
+import re
 from abc import abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -103,6 +104,13 @@ def format_rfc3339_millis(moment: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
+# RFC 3339 date-time (section 5.6): full date, 'T' (or space), time, offset. Python's
+# fromisoformat alone also takes ISO 8601 forms RFC 3339 excludes (week dates, basic format).
+RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
 def parse_event_time(value: Any) -> datetime:
     """Accept an RFC 3339 string with an offset, or integer epoch milliseconds."""
     if isinstance(value, bool):
@@ -112,13 +120,16 @@ def parse_event_time(value: Any) -> datetime:
             raise ValueError("epoch milliseconds out of range")
         return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=value)
     if isinstance(value, str):
+        if not RFC3339.match(value):
+            if RFC3339.match(value + "Z"):
+                raise ValueError("RFC 3339 timestamp needs an offset (e.g. Z or +01:00)")
+            raise ValueError(f"not an RFC 3339 timestamp: {value[:64]!r}")
+        # fromisoformat takes at most 6 fraction digits: nanoseconds are truncated first.
+        text = re.sub(r"(\.\d{6})\d+", r"\1", value.replace("z", "Z"))
         try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"not an RFC 3339 timestamp: {value[:64]!r}") from None
-        if parsed.tzinfo is None:
-            raise ValueError("RFC 3339 timestamp needs an offset (e.g. Z or +01:00)")
-        return parsed.astimezone(UTC)
+            return datetime.fromisoformat(text).astimezone(UTC)
+        except (ValueError, OverflowError):  # e.g. 9999-12-31T23:59:59-01:00 overflows
+            raise ValueError(f"timestamp out of range: {value[:64]!r}") from None
     raise ValueError("must be an RFC 3339 string or epoch milliseconds")
 
 
@@ -130,7 +141,9 @@ class MappedEvent(BaseModel):
     event times outside the configured skew.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # strict: no silent coercion ("21.5" is not a number, 0 is not a boolean); JSON input
+    # still maps strings to UUIDs and integers to floats, as JSON has no such types.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
 
     schema_name: ClassVar[str]
     table: ClassVar[TableSpec]

@@ -48,7 +48,8 @@ class _ConsentBase(MappedEvent):
     @field_validator("domain", mode="before")
     @classmethod
     def _lowercase_domain(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
+        # ASCII only: str.lower() maps e.g. the Kelvin sign to "k", which would pass.
+        return value.lower() if isinstance(value, str) and value.isascii() else value
 
     @field_validator("message_timestamp", mode="before")
     @classmethod
@@ -92,7 +93,7 @@ class ConsentV1(_ConsentBase):
 class ServiceGrant(BaseModel):
     """One service decision in a v2 request."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     id: ServiceId
     granted: bool

@@ -49,7 +49,7 @@ class IngestOptions(PipelineOptions):
         group.add_argument(
             "--bigtable_project",
             default=None,
-            help="Bigtable project. Default: the subscription's project.",
+            help="Bigtable project. Default: --project, else the subscription's project.",
         )
         group.add_argument("--bigtable_instance", default=cfg.LOCAL_INSTANCE)
         for spec in TABLES.values():
@@ -104,12 +104,22 @@ class IngestOptions(PipelineOptions):
         )
 
 
+# Beam resolves --runner case-insensitively, with or without the "Runner" suffix, and
+# accepts dotted paths: map every spelling to the canonical class name.
+_CANONICAL_RUNNERS = {
+    name.lower().removesuffix("runner"): name for name in StandardOptions.KNOWN_RUNNER_NAMES
+}
+
+
 def runner_name(options: PipelineOptions) -> str:
-    """The runner's short name ('' when not given)."""
+    """The runner's canonical class name, e.g. `prism` -> PrismRunner ('' when not given)."""
     runner = options.view_as(StandardOptions).runner
     if runner is None:
         return ""
-    return runner if isinstance(runner, str) else type(runner).__name__
+    if not isinstance(runner, str):
+        return type(runner).__name__
+    key = runner.rsplit(".", 1)[-1].lower().removesuffix("runner")
+    return _CANONICAL_RUNNERS.get(key, str(runner))
 
 
 def uses_emulators(options: PipelineOptions) -> bool:

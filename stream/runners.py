@@ -98,5 +98,9 @@ def choose_runner(options: PipelineOptions) -> RunnerChoice:
         options.view_as(PortableOptions).environment_type = (
             options.view_as(PortableOptions).environment_type or "LOOPBACK"
         )
-    note = f"prism at {prism_options.prism_location}" if name == PRISM else ""
+    if name == PRISM:
+        where = prism_options.prism_location or "downloaded by Beam from GitHub"
+        note = f"prism at {where}"
+    else:
+        note = ""
     return RunnerChoice(name=name, native_pubsub=name in NATIVE_PUBSUB_RUNNERS, note=note)

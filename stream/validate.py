@@ -26,16 +26,18 @@ class ParseRules:
 def _reject(
     raw: RawMessage, kind: ErrorKind, error: str, schema: str = "", stage: Stage = Stage.PARSE
 ) -> DeadLetter:
-    return DeadLetter(raw=raw, kind=kind, error=error[:MAX_ERROR_TEXT], stage=stage, schema=schema)
+    capped = error.encode()[:MAX_ERROR_TEXT].decode(errors="ignore")  # bytes, not characters
+    return DeadLetter(raw=raw, kind=kind, error=capped, stage=stage, schema=schema)
 
 
 def _classify(exc: ValidationError) -> tuple[ErrorKind, str]:
     """The most specific kind among the errors, and a readable `field: problem` list."""
     errors = exc.errors(include_url=False)
     types = {err["type"] for err in errors}
+    top_level = {err["type"] for err in errors if not err["loc"]}
     if "json_invalid" in types:
         kind = ErrorKind.INVALID_JSON
-    elif "model_type" in types or "model_attributes_type" in types:
+    elif top_level & {"model_type", "model_attributes_type"}:
         return ErrorKind.INVALID_JSON, "the message body must be a JSON object"
     elif "missing" in types:
         kind = ErrorKind.MISSING_FIELD

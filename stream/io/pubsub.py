@@ -1,5 +1,6 @@
 """Pub/Sub I/O: the native read (Dataflow, DirectRunner), dead-letter publishing, acks."""
 
+import base64
 import json
 import logging
 from collections.abc import Iterator
@@ -26,11 +27,15 @@ ACK_CHUNK = 1000
 _LOG = logging.getLogger(__name__)
 
 
-def dead_letter_attributes(letter: DeadLetter) -> dict[str, str]:
-    """The original attributes plus `deadletter_*`: kind, error, stage, message id, schema.
+def dead_letter_message(letter: DeadLetter) -> tuple[bytes, dict[str, str]]:
+    """The dead letter as published: (data, attributes).
 
-    If the original attributes leave no room (Pub/Sub allows 100), they are kept as one JSON
-    attribute `deadletter_original_attributes` instead, so nothing is silently dropped.
+    Normally the data is the original bytes, unchanged, and the attributes are the original
+    ones plus `deadletter_*` (kind, error, stage, message_id, schema, publish_time); a
+    `deadletter_*` attribute the original already had (a dead letter sent again) is replaced
+    by the new reason. When the originals leave no room for ours (Pub/Sub allows 100
+    attributes), the data becomes a JSON envelope {"data_base64", "attributes"} marked by
+    `deadletter_envelope=json`, so nothing is dropped and no attribute exceeds its limit.
     """
     raw = letter.raw
     ours = {
@@ -44,10 +49,15 @@ def dead_letter_attributes(letter: DeadLetter) -> dict[str, str]:
     }
     if raw.publish_time is not None:
         ours[f"{ATTRIBUTE_PREFIX}publish_time"] = format_rfc3339_millis(raw.publish_time)
-    if len(raw.attributes) + len(ours) <= MAX_ATTRIBUTES:
-        return {**raw.attributes, **ours}
-    ours[f"{ATTRIBUTE_PREFIX}original_attributes"] = json.dumps(raw.attributes)
-    return ours
+    merged = {**raw.attributes, **ours}
+    if len(merged) <= MAX_ATTRIBUTES:
+        return raw.data, merged
+    envelope = {
+        "data_base64": base64.b64encode(raw.data).decode(),
+        "attributes": raw.attributes,
+    }
+    ours[f"{ATTRIBUTE_PREFIX}envelope"] = "json"
+    return json.dumps(envelope, sort_keys=True).encode(), ours
 
 
 def _from_pubsub_message(message: PubsubMessage) -> RawMessage:
@@ -131,9 +141,8 @@ class PublishDeadLettersFn(beam.DoFn):
         timestamp: Timestamp = beam.DoFn.TimestampParam,
         window: BoundedWindow = beam.DoFn.WindowParam,
     ) -> Iterator[WindowedValue]:
-        future = self._publisher.publish(
-            self._topic, letter.raw.data, **dead_letter_attributes(letter)
-        )
+        data, attributes = dead_letter_message(letter)
+        future = self._publisher.publish(self._topic, data, **attributes)
         self._pending.append((future, letter, timestamp, window))
         if len(self._pending) >= 1000:
             yield from self._confirm()

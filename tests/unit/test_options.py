@@ -1,0 +1,257 @@
+"""Flags -> IngestConfig: local defaults, every problem listed at once, emulator rules."""
+
+from datetime import timedelta
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from stream.options import ConfigError, to_config, uses_emulators
+from stream.validate import ParseRules
+
+LOCAL_SUB = "projects/local-project/subscriptions/request_buffer-sub"
+PROD_SUB = "projects/prod-project/subscriptions/events-sub"
+DATAFLOW = [
+    "--runner=DataflowRunner",
+    "--streaming",
+    "--project=prod-project",
+    "--region=europe-west1",
+    "--temp_location=gs://b/tmp",
+]
+
+
+def options(*flags: str) -> PipelineOptions:
+    return PipelineOptions(list(flags))
+
+
+def problems(*flags: str) -> set[str]:
+    """The problem lines of the ConfigError that the flags must raise."""
+    with pytest.raises(ConfigError) as exc:
+        to_config(options(*flags))
+    header, *lines = str(exc.value).split("\n")
+    assert header == "invalid configuration:"
+    assert all(line.startswith("  ") for line in lines)
+    return {line.strip() for line in lines}
+
+
+def test_defaults_target_the_local_emulator_resources() -> None:
+    config = to_config(options("--streaming"))
+
+    assert config.pubsub.subscription == "projects/local-project/subscriptions/request_buffer-sub"
+    assert (
+        config.pubsub.dead_letter_topic == "projects/local-project/topics/request_buffer-deadletter"
+    )
+    assert config.pubsub.project == "local-project"
+    assert (config.pubsub.pull_max_messages, config.pubsub.readers) == (1000, 2)
+    assert (config.pubsub.id_label, config.pubsub.timestamp_attribute) == (None, None)
+    assert config.bigtable.project == "local-project"
+    assert config.bigtable.instance == "scale-bigtable"
+    assert config.bigtable.tables == {"consent": "scale-traffic", "telemetry": "telemetry"}
+    assert config.bigtable.batch_rows == 500
+    assert config.bigtable.timeout == timedelta(seconds=60)
+    assert config.bigtable.record_ingest_time is False
+    assert config.rules == ParseRules(
+        default_schema="consent.v1",
+        schema_attribute="schema",
+        max_message_bytes=65_536,
+        max_event_age=timedelta(days=7),
+        max_future_skew=timedelta(minutes=5),
+    )
+    assert config.window == timedelta(minutes=1)
+    assert config.allowed_lateness == timedelta(hours=1)
+    assert config.status_interval == timedelta(seconds=5)
+
+
+def test_flags_reach_the_config() -> None:
+    config = to_config(
+        options(
+            "--streaming",
+            f"--subscription={PROD_SUB}",
+            "--bigtable_instance=prod-instance",
+            "--consent_table=consent_2026",
+            "--telemetry_table=telemetry.v1",
+            "--write_batch_rows=1000",
+            "--pull_max_messages=1",
+            "--schema_attribute=type",
+            "--default_schema=telemetry.v1",
+            "--max_future_skew_seconds=0",
+            "--record_ingest_time",
+        )
+    )
+    assert config.pubsub.subscription == PROD_SUB
+    # the dead-letter topic and Bigtable project follow the subscription's project
+    assert (
+        config.pubsub.dead_letter_topic == "projects/prod-project/topics/request_buffer-deadletter"
+    )
+    assert config.bigtable.project == "prod-project"
+    assert config.bigtable.instance == "prod-instance"
+    assert config.bigtable.tables == {"consent": "consent_2026", "telemetry": "telemetry.v1"}
+    assert (config.bigtable.batch_rows, config.pubsub.pull_max_messages) == (1000, 1)
+    assert config.bigtable.record_ingest_time is True
+    assert config.rules.schema_attribute == "type"
+    assert config.rules.default_schema == "telemetry.v1"
+    assert config.rules.max_future_skew == timedelta(0)
+
+
+def test_missing_streaming_is_an_error() -> None:
+    assert problems() == {"--streaming is required: Pub/Sub is an unbounded source"}
+
+
+def test_every_bad_flag_is_listed_in_one_error() -> None:
+    assert problems(
+        "--subscription=request_buffer-sub",
+        "--bigtable_instance=Scale",
+        "--pull_max_messages=0",
+        "--write_batch_rows=1001",
+        "--id_label=uid",
+        "--consent_table=bad table",
+        "--default_schema=consent.v3",
+    ) == {
+        "--streaming is required: Pub/Sub is an unbounded source",
+        "--subscription=request_buffer-sub: expected projects/<p>/subscriptions/<s>",
+        "--bigtable_instance=Scale: an instance id is 6-33 of [-a-z0-9]",
+        "--pull_max_messages=0: must be between 1 and 1000",
+        "--write_batch_rows=1001: must be between 1 and 1000",
+        "--id_label is only supported on Dataflow's native Pub/Sub read",
+        "--consent_table=bad table: a table id is 1-50 of [-_.a-zA-Z0-9]",
+        "--default_schema=consent.v3: choose one of consent.v1, consent.v2, telemetry.v1",
+    }
+
+
+@pytest.mark.parametrize(
+    "subscription",
+    [
+        "request_buffer-sub",
+        "projects/local-project/topics/request_buffer",
+        "projects/Local-Project/subscriptions/request_buffer-sub",
+        "projects/proj/subscriptions/request_buffer-sub",  # project id too short
+        "projects/local-project/subscriptions/ab",  # subscription name too short
+        "projects/local-project/subscriptions/a/b",
+        "projects/local-project/subscriptions/" + "s" * 256,
+    ],
+)
+def test_bad_subscription_path(subscription: str) -> None:
+    assert problems("--streaming", f"--subscription={subscription}") == {
+        f"--subscription={subscription}: expected projects/<p>/subscriptions/<s>"
+    }
+
+
+@pytest.mark.parametrize(
+    "topic", ["request_buffer-deadletter", "projects/local-project/subscriptions/dead"]
+)
+def test_bad_dead_letter_topic(topic: str) -> None:
+    assert problems("--streaming", f"--dead_letter_topic={topic}") == {
+        f"--dead_letter_topic={topic}: expected projects/<p>/topics/<t>"
+    }
+
+
+@pytest.mark.parametrize(
+    "instance", ["scale", "Scale-bigtable", "scale-bigtable-", "1scale-bigtable", "a" * 34]
+)
+def test_bad_instance_id(instance: str) -> None:
+    assert problems("--streaming", f"--bigtable_instance={instance}") == {
+        f"--bigtable_instance={instance}: an instance id is 6-33 of [-a-z0-9]"
+    }
+
+
+@pytest.mark.parametrize("instance", ["abcdef", "a" * 33, "scale-bigtable-2"])
+def test_good_instance_id(instance: str) -> None:
+    flags = ("--streaming", f"--bigtable_instance={instance}")
+    assert to_config(options(*flags)).bigtable.instance == instance
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "low", "high"),
+    [
+        ("pull_max_messages", 0, 1, 1000),
+        ("pull_max_messages", 1001, 1, 1000),
+        ("write_batch_rows", 0, 1, 1000),
+        ("write_batch_rows", 1001, 1, 1000),
+        ("readers", 17, 1, 16),
+        ("max_message_bytes", 0, 1, 10_485_760),
+        ("window_seconds", 0, 1, 86_400),
+        ("max_future_skew_seconds", -1, 0, 86_400),
+        ("status_interval_seconds", 3601, 0, 3600),
+    ],
+)
+def test_out_of_range(flag: str, value: int, low: int, high: int) -> None:
+    assert problems("--streaming", f"--{flag}={value}") == {
+        f"--{flag}={value}: must be between {low} and {high}"
+    }
+
+
+@pytest.mark.parametrize(("flag", "value"), [("pull_max_messages", 1), ("write_batch_rows", 1000)])
+def test_range_bounds_are_inclusive(flag: str, value: int) -> None:
+    to_config(options("--streaming", f"--{flag}={value}"))
+
+
+@pytest.mark.parametrize(
+    ("runner", "flag"),
+    [
+        ("", "--id_label=uid"),
+        ("--runner=PrismRunner", "--id_label=uid"),
+        ("--runner=DirectRunner", "--timestamp_attribute=ts"),
+    ],
+)
+def test_dataflow_only_flags_on_other_runners(runner: str, flag: str) -> None:
+    name = flag.split("=")[0]
+    flags = [f for f in ("--streaming", runner, flag) if f]
+    assert problems(*flags) == {f"{name} is only supported on Dataflow's native Pub/Sub read"}
+
+
+def test_dataflow_requires_subscription() -> None:
+    assert problems(*DATAFLOW) == {
+        "--subscription is required on Dataflow (projects/<p>/subscriptions/<s>)"
+    }
+
+
+def test_dataflow_with_subscription_and_dedup_flags() -> None:
+    config = to_config(
+        options(
+            *DATAFLOW, f"--subscription={PROD_SUB}", "--id_label=uid", "--timestamp_attribute=ts"
+        )
+    )
+    assert config.pubsub.subscription == PROD_SUB
+    assert (
+        config.pubsub.dead_letter_topic == "projects/prod-project/topics/request_buffer-deadletter"
+    )
+    assert config.bigtable.project == "prod-project"
+    assert (config.pubsub.id_label, config.pubsub.timestamp_attribute) == ("uid", "ts")
+
+
+def test_explicit_bigtable_project_wins() -> None:
+    config = to_config(
+        options("--streaming", f"--subscription={PROD_SUB}", "--bigtable_project=other-project")
+    )
+    assert config.bigtable.project == "other-project"
+
+
+def test_bad_bigtable_project() -> None:
+    assert problems("--streaming", "--bigtable_project=Bad_Project") == {
+        "--bigtable_project=Bad_Project: a project id is 6-30 of [-a-z0-9]"
+    }
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        pytest.param([], True, id="nothing-given"),
+        pytest.param([f"--subscription={PROD_SUB}"], False, id="subscription-given"),
+        pytest.param(["--runner=DataflowRunner"], False, id="dataflow"),
+        pytest.param(["--runner=PrismRunner"], True, id="prism"),
+        pytest.param(["--emulators=off"], False, id="off"),
+        pytest.param(["--emulators=on", f"--subscription={PROD_SUB}"], True, id="on-with-sub"),
+        pytest.param(["--emulators=on", "--runner=DataflowRunner"], True, id="on-dataflow"),
+        pytest.param(["--emulators=auto", f"--subscription={PROD_SUB}"], False, id="auto-sub"),
+    ],
+)
+def test_uses_emulators(flags: list[str], expected: bool) -> None:
+    assert uses_emulators(options(*flags)) is expected
+
+
+@pytest.mark.parametrize("runner", ["dataflow", "dataflowrunner", "Dataflow"])
+def test_dataflow_runner_alias_is_dataflow(runner: str) -> None:
+    assert uses_emulators(options(f"--runner={runner}")) is False
+    flags = [f"--runner={runner}", *DATAFLOW[1:]]
+    assert problems(*flags) == {
+        "--subscription is required on Dataflow (projects/<p>/subscriptions/<s>)"
+    }
