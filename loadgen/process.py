@@ -1,27 +1,32 @@
-"""Run `python -m stream.main` as a real process (what users run), and stop or kill it."""
+"""Run the pipeline CLI `python -m stream.main` as a real process; stop it or kill it."""
 
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 
 class PipelineProcess:
     """The pipeline CLI in a subprocess with its output in a log file."""
 
-    def __init__(self, flags: list[str], log_path: Path) -> None:
+    def __init__(
+        self, flags: list[str], log_path: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")
-        self.process = subprocess.Popen(
+        self._offset = 0
+        self.process = subprocess.Popen(  # noqa: S603 - our own module, our interpreter
             [sys.executable, "-m", "stream.main", *flags],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=dict(os.environ),
+            env={**os.environ, **(env or {})},
             start_new_session=True,  # its own group: Prism and workers die with it
         )
 
     def alive(self) -> bool:
+        """Whether the process is still running."""
         return self.process.poll() is None
 
     def stop(self, timeout: float = 60) -> int:
@@ -50,4 +55,15 @@ class PipelineProcess:
         self._log.close()
 
     def log(self) -> str:
+        """Everything the process printed so far."""
         return self.log_path.read_text(errors="replace")
+
+    def new_lines(self, containing: str = "") -> list[str]:
+        """Lines printed since the previous call (optionally only those containing a text)."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._offset)
+            chunk = log.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        lines = complete.decode(errors="replace").splitlines()
+        return [line for line in lines if containing in line]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from google.cloud import pubsub_v1
 
-from tests.helpers.process import PipelineProcess
+from loadgen.process import PipelineProcess
 from tests.helpers.readback import count_rows, publish, pull_all, wait_for
 from tests.helpers.resources import PROJECT, TestResources
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from loadgen.process import PipelineProcess
 from tests.helpers.corpus import Corpus, build_corpus, consent_v1
-from tests.helpers.process import PipelineProcess
 from tests.helpers.readback import (
     Letter,
     Table,

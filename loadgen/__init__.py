@@ -1,0 +1,1 @@
+"""Load generator, ledger and verifier for the ingestion pipeline."""

@@ -1,0 +1,171 @@
+"""`python -m loadgen publish|verify|demo|bench`: load, check, show."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from loadgen.ledger import Ledger
+from loadgen.publish import Publisher
+from loadgen.report import Progress
+from loadgen.traffic import DEFAULT_MIX, TrafficGenerator, TrafficOptions, from_file
+from loadgen.verify import Targets, verify
+from schemas.registry import TABLES
+from stream import config as cfg
+from stream.emulators import BIGTABLE_ENV, PUBSUB_ENV
+
+LOCAL_TOPIC = cfg.topic_path(cfg.LOCAL_PROJECT, cfg.LOCAL_TOPIC)
+LOCAL_DLQ_SUB = cfg.subscription_path(cfg.LOCAL_PROJECT, cfg.LOCAL_DEAD_LETTER_SUBSCRIPTION)
+
+
+def _mix(text: str) -> dict[str, float]:
+    """`consent.v1=0.7,telemetry.v1=0.3`, or bare names with equal weights."""
+    try:
+        pairs = (part.partition("=") for part in text.split(",") if part)
+        return {name.strip(): float(weight or 1) for name, _, weight in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected schema=weight,... (e.g. consent.v1=0.7,telemetry.v1=0.3), got {text!r}"
+        ) from None
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _require_emulator(env_var: str, target: str, local: str) -> None:
+    if target == local and not os.environ.get(env_var):
+        sys.exit(
+            f"error: {env_var} is not set, so {local} would mean real GCP. Start the "
+            "emulators (`make emulators-up`, then export what it prints) or pass a real target."
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m loadgen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    pub = sub.add_parser("publish", help="publish traffic at a steady rate and keep a ledger")
+    pub.add_argument("--rate", type=_positive, required=True, help="messages per second")
+    amount = pub.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--count", type=int, help="number of messages")
+    amount.add_argument("--duration", type=_positive, help="seconds to publish for")
+    pub.add_argument("--ledger", type=Path, required=True, help="SQLite file (appended to)")
+    pub.add_argument("--topic", default=LOCAL_TOPIC)
+    pub.add_argument("--seed", type=int, default=1)
+    pub.add_argument(
+        "--schema",
+        dest="schema_mix",
+        type=_mix,
+        default=None,
+        help="alias of --schema-mix with one schema, e.g. consent.v1",
+    )
+    pub.add_argument("--schema-mix", type=_mix, default=dict(DEFAULT_MIX))
+    pub.add_argument("--invalid-ratio", type=_ratio, default=0.0)
+    pub.add_argument("--duplicate-ratio", type=_ratio, default=0.0)
+    pub.add_argument("--late-ratio", type=_ratio, default=0.0)
+    pub.add_argument("--out-of-order-seconds", type=_positive, default=600.0)
+    pub.add_argument("--users", type=int, default=10_000)
+    pub.add_argument("--devices", type=int, default=1_000)
+    pub.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=64 * 1024,
+        help="the pipeline's --max_message_bytes (for payload_too_large)",
+    )
+    pub.add_argument("--from-file", type=Path, help="replay a JSON-lines file, one body a line")
+    pub.add_argument("--from-file-schema", default="consent.v1")
+
+    ver = sub.add_parser("verify", help="compare the ledger with Bigtable and the dead letters")
+    ver.add_argument("--ledger", type=Path, required=True)
+    ver.add_argument("--timeout", type=_positive, default=120.0)
+    ver.add_argument("--project", default=cfg.LOCAL_PROJECT)
+    ver.add_argument("--instance", default=cfg.LOCAL_INSTANCE)
+    for spec in TABLES.values():
+        ver.add_argument(f"--{spec.group}-table", default=spec.default_table_id)
+    ver.add_argument("--dead-letter-subscription", default=LOCAL_DLQ_SUB)
+
+    demo = sub.add_parser("demo", help="emulators + pipeline + 5,000 messages + verify")
+    demo.add_argument("--count", type=int, default=5000)
+    demo.add_argument("--rate", type=_positive, default=500.0)
+    demo.add_argument("--keep", action="store_true", help="leave the emulators running")
+
+    bench = sub.add_parser("bench", help="pipeline vs raw-client ceiling; bench/results.json")
+    bench.add_argument("--output", type=Path, default=Path("bench"))
+    bench.add_argument("--quick", action="store_true", help="short steps (smoke run)")
+    bench.add_argument("--backlog", type=int, default=200_000, help="messages for the RSS run")
+    return parser
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Publish and print the achieved rate; exit 1 if any message finally failed."""
+    _require_emulator(PUBSUB_ENV, args.topic, LOCAL_TOPIC)
+    if args.from_file:
+        messages = from_file(args.from_file, args.from_file_schema)
+    else:
+        options = TrafficOptions(
+            seed=args.seed,
+            schema_mix=args.schema_mix if args.schema_mix is not None else dict(DEFAULT_MIX),
+            invalid_ratio=args.invalid_ratio,
+            duplicate_ratio=args.duplicate_ratio,
+            late_ratio=args.late_ratio,
+            out_of_order_seconds=args.out_of_order_seconds,
+            users=args.users,
+            devices=args.devices,
+            max_message_bytes=args.max_message_bytes,
+        )
+        messages = iter(TrafficGenerator(options))
+    with Ledger(args.ledger) as ledger:
+        progress = Progress(args.rate, args.count, args.duration)
+        stats = Publisher(args.topic, ledger, args.rate).run(
+            messages, progress, count=args.count, duration=args.duration
+        )
+        progress.finish(stats)
+    return 1 if stats.failed else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Verify and print the contract line last; exit 1 unless nothing is wrong."""
+    _require_emulator(BIGTABLE_ENV, args.project, cfg.LOCAL_PROJECT)
+    targets = Targets(
+        project=args.project,
+        instance=args.instance,
+        tables={group: getattr(args, f"{group}_table") for group in TABLES},
+        dead_letter_subscription=args.dead_letter_subscription,
+    )
+    with Ledger(args.ledger) as ledger:
+        verdict = verify(ledger, targets, timeout=args.timeout)
+    for example in verdict.examples:
+        print(f"  {example}")
+    print(verdict.line(), flush=True)
+    return 0 if verdict.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch a subcommand."""
+    args = _parser().parse_args(argv)
+    if args.command == "publish":
+        return cmd_publish(args)
+    if args.command == "verify":
+        return cmd_verify(args)
+    if args.command == "demo":
+        from loadgen.demo import run_demo
+
+        return run_demo(count=args.count, rate=args.rate, keep=args.keep)
+    from loadgen.bench import run_bench
+
+    return run_bench(output=args.output, quick=args.quick, backlog=args.backlog)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

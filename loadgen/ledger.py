@@ -1,0 +1,204 @@
+"""The ledger: every message published and what must be true afterwards (SQLite on disk).
+
+Rows are streamed in and out in key order, so millions of messages never sit in memory.
+"""
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadgen.traffic import LOADGEN_ID, Planned
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY,
+    schema TEXT NOT NULL,
+    expect TEXT NOT NULL,              -- row | deadletter
+    table_group TEXT NOT NULL,
+    row_key TEXT NOT NULL,
+    ts INTEGER NOT NULL,               -- cell timestamp, micros
+    cells TEXT NOT NULL,               -- JSON {"family:qualifier": value}
+    reason TEXT NOT NULL,              -- expected dead-letter kind
+    duplicate_of INTEGER,
+    status TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | failed
+    message_id TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_by_key ON messages (table_group, row_key, ts);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    loadgen_id TEXT,
+    kind TEXT,
+    message_id TEXT,
+    stage TEXT
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedEvent:
+    """One sent message that must produce (or be superseded in) a row."""
+
+    seq: int
+    row_key: str
+    ts: int
+    cells: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLetter:
+    """A dead letter as drained from the dead-letter subscription."""
+
+    loadgen_id: str
+    kind: str
+    message_id: str
+    stage: str
+
+
+class Ledger:
+    """One load run: planned messages, publish results and the dead letters seen."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key='run_id'").fetchone()
+        if row is None:
+            self.run_id = uuid.uuid4().hex[:12]
+            self._db.execute("INSERT INTO meta VALUES ('run_id', ?)", (self.run_id,))
+        else:
+            self.run_id = row[0]
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def loadgen_id(self, seq: int) -> str:
+        """The `loadgen_id` attribute value of message `seq`."""
+        return f"{self.run_id}:{seq}"
+
+    def seq_of(self, loadgen_id: str) -> int | None:
+        """The sequence number in this run, or None for a foreign or malformed id."""
+        run, _, seq = loadgen_id.partition(":")
+        return int(seq) if run == self.run_id and seq.isdigit() else None
+
+    def next_seq(self) -> int:
+        """The first unused sequence number (a ledger can take several publish runs)."""
+        row = self._db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM messages").fetchone()
+        return int(row[0])
+
+    def add(self, items: Iterable[tuple[int, Planned]]) -> None:
+        """Record planned messages (status pending) before they are published."""
+        rows = [
+            (
+                seq,
+                p.schema,
+                p.expect,
+                p.table_group,
+                p.row_key,
+                p.timestamp_micros,
+                json.dumps(p.cells, sort_keys=True),
+                p.reason,
+                p.duplicate_of,
+            )
+            for seq, p in items
+        ]
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT INTO messages (seq, schema, expect, table_group, row_key, ts, cells, reason,"
+            " duplicate_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        self._db.execute("COMMIT")
+
+    def settle(self, sent: Iterable[tuple[int, str]], failed: Iterable[tuple[int, str]]) -> None:
+        """Record publish outcomes: (seq, message_id) sent, (seq, error) failed."""
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "UPDATE messages SET status='sent', message_id=? WHERE seq=?",
+            [(mid, seq) for seq, mid in sent],
+        )
+        self._db.executemany(
+            "UPDATE messages SET status='failed', error=? WHERE seq=?",
+            [(err, seq) for seq, err in failed],
+        )
+        self._db.execute("COMMIT")
+
+    def counts(self) -> dict[str, int]:
+        """Messages by status, and sent messages by expectation."""
+        result = {
+            status: n
+            for status, n in self._db.execute(
+                "SELECT status, COUNT(*) FROM messages GROUP BY status"
+            )
+        }
+        for expect, n in self._db.execute(
+            "SELECT expect, COUNT(*) FROM messages WHERE status='sent' GROUP BY expect"
+        ):
+            result[f"sent_{expect}"] = n
+        return result
+
+    def table_groups(self) -> list[str]:
+        """Table groups that sent messages must have rows in."""
+        rows = self._db.execute(
+            "SELECT DISTINCT table_group FROM messages WHERE expect='row' AND status='sent'"
+        )
+        return sorted(group for (group,) in rows)
+
+    def expected_rows(self, table_group: str) -> Iterator[list[ExpectedEvent]]:
+        """Sent row events of one table, grouped by row key, in Bigtable's key order."""
+        cursor = self._db.execute(
+            "SELECT seq, row_key, ts, cells FROM messages WHERE expect='row' AND status='sent'"
+            " AND table_group=? ORDER BY row_key, ts",
+            (table_group,),
+        )
+        group: list[ExpectedEvent] = []
+        for seq, key, ts, cells in cursor:
+            if group and group[0].row_key != key:
+                yield group
+                group = []
+            group.append(ExpectedEvent(seq, key, ts, json.loads(cells)))
+        if group:
+            yield group
+
+    def expected_letters(self) -> dict[int, str]:
+        """Seq -> reason for every sent message that must be dead-lettered."""
+        return dict(
+            self._db.execute(
+                "SELECT seq, reason FROM messages WHERE expect='deadletter' AND status='sent'"
+            ).fetchall()
+        )
+
+    def row_seqs(self) -> set[int]:
+        """Sequence numbers of sent messages that must become rows."""
+        rows = self._db.execute("SELECT seq FROM messages WHERE expect='row' AND status='sent'")
+        return {seq for (seq,) in rows}
+
+    def add_dead_letters(self, letters: Iterable[StoredLetter]) -> None:
+        """Keep drained dead letters, so verify can run again without losing them."""
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT INTO dead_letters (loadgen_id, kind, message_id, stage) VALUES (?, ?, ?, ?)",
+            [(x.loadgen_id, x.kind, x.message_id, x.stage) for x in letters],
+        )
+        self._db.execute("COMMIT")
+
+    def dead_letters(self) -> list[StoredLetter]:
+        """Every dead letter drained so far."""
+        rows = self._db.execute("SELECT loadgen_id, kind, message_id, stage FROM dead_letters")
+        return [StoredLetter(*row) for row in rows]
+
+
+__all__ = ["LOADGEN_ID", "ExpectedEvent", "Ledger", "StoredLetter"]

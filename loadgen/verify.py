@@ -1,0 +1,247 @@
+"""Compare the ledger with Bigtable and the dead-letter topic: lost, duplicated, unexpected.
+
+Rows: for each row key, the newest event (by event time) must be stored with exactly its
+cells at its timestamp; older events for the key may have been superseded (GC keeps one
+version). A cell version whose timestamp no event for that key has is a duplicate (e.g. a
+retry that stamped wall-clock time); a row or column nobody sent is unexpected.
+Dead letters: each expected once with its reason; twice is a duplicate; unknown ones are
+unexpected.
+"""
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+from google.cloud.bigtable.data import BigtableDataClient, ReadRowsQuery
+
+from loadgen.ledger import ExpectedEvent, Ledger, StoredLetter
+from loadgen.traffic import LOADGEN_ID
+from stream.io.bigtable import INGESTED_AT
+
+IGNORED_COLUMNS = {INGESTED_AT.decode()}  # written only when --record_ingest_time is set
+
+# row key -> "family:qualifier" -> {timestamp_micros: value}
+StoredRow = dict[str, dict[int, str]]
+
+
+@dataclass
+class Verdict:
+    """Counts by class, plus a few examples of each problem for the report."""
+
+    sent: int = 0
+    rows: int = 0
+    deadletter: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    unexpected: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        """Keep the first few problem descriptions."""
+        if len(self.examples) < 20:
+            self.examples.append(text)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing lost, duplicated or unexpected."""
+        return self.lost == self.duplicated == self.unexpected == 0
+
+    def line(self) -> str:
+        """The contract's last line."""
+        return (
+            f"verify: sent={self.sent} rows={self.rows} deadletter={self.deadletter} "
+            f"lost={self.lost} duplicated={self.duplicated} unexpected={self.unexpected}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """Where the pipeline writes (the same names as its flags)."""
+
+    project: str
+    instance: str
+    tables: dict[str, str]  # table group -> table id
+    dead_letter_subscription: str
+
+
+def scan(
+    client: BigtableDataClient, instance: str, table_id: str
+) -> Iterator[tuple[str, StoredRow]]:
+    """Every row of a table, in key order, with every cell version."""
+    table = client.get_table(instance, table_id)
+    for row in table.read_rows(ReadRowsQuery()):
+        stored: StoredRow = {}
+        for cell in row.cells:
+            column = f"{cell.family}:{cell.qualifier.decode()}"
+            stored.setdefault(column, {})[cell.timestamp_micros] = cell.value.decode(
+                errors="replace"
+            )
+        yield row.row_key.decode(), stored
+
+
+def judge_row(events: list[ExpectedEvent], stored: StoredRow | None, verdict: Verdict) -> None:
+    """Classify one row key: its ledger events against what Bigtable holds."""
+    key = events[0].row_key
+    if stored is None:
+        verdict.lost += len(events)
+        verdict.note(f"lost: row {key} missing ({len(events)} messages)")
+        return
+
+    def satisfied(event: ExpectedEvent) -> bool:
+        return all(stored.get(col, {}).get(event.ts) == val for col, val in event.cells.items())
+
+    latest = max(e.ts for e in events)
+    latest_ok = all(satisfied(e) for e in events if e.ts == latest)
+    for event in events:
+        if not satisfied(event) and not (event.ts < latest and latest_ok):
+            verdict.lost += 1
+            verdict.note(f"lost: row {key} lacks the cells of message {event.seq} @ {event.ts}")
+    known_ts = {e.ts for e in events}
+    known_columns = {col for e in events for col in e.cells}
+    for column, versions in stored.items():
+        if column.split(":", 1)[1] in IGNORED_COLUMNS:
+            continue
+        if column not in known_columns:
+            verdict.unexpected += 1
+            verdict.note(f"unexpected: column {column} in row {key}")
+            continue
+        extra = [ts for ts in versions if ts not in known_ts]
+        if extra:
+            verdict.duplicated += len(extra)
+            verdict.note(f"duplicated: row {key} {column} has versions {extra} nobody sent")
+
+
+def judge_table(
+    expected: Iterator[list[ExpectedEvent]],
+    stored: Iterator[tuple[str, StoredRow]],
+    verdict: Verdict,
+) -> None:
+    """Merge-join the ledger's key-ordered events with the table's key-ordered rows.
+
+    Both sides are sorted by the key's UTF-8 bytes (SQLite BINARY collation, Bigtable's
+    order; Python compares str by code point, the same order), so memory stays flat.
+    """
+    events = next(expected, None)
+    row = next(stored, None)
+    while events is not None or row is not None:
+        if events is not None and (row is None or events[0].row_key < row[0]):
+            judge_row(events, None, verdict)
+            events = next(expected, None)
+            continue
+        if row is None:
+            break
+        verdict.rows += 1
+        if events is None or row[0] < events[0].row_key:
+            verdict.unexpected += 1
+            verdict.note(f"unexpected: row {row[0]} nobody sent")
+        else:
+            judge_row(events, row[1], verdict)
+            events = next(expected, None)
+        row = next(stored, None)
+
+
+def judge_letters(ledger: Ledger, verdict: Verdict) -> None:
+    """Expected dead letters once each, with the expected reason."""
+    expected = ledger.expected_letters()
+    rows = ledger.row_seqs()
+    letters = ledger.dead_letters()
+    verdict.deadletter = len(letters)
+    seen: Counter[int] = Counter()
+    for letter in letters:
+        seq = ledger.seq_of(letter.loadgen_id)
+        if seq is None or (seq not in expected and seq not in rows):
+            verdict.unexpected += 1
+            verdict.note(f"unexpected: dead letter {letter.loadgen_id or letter.message_id}")
+        elif seq in rows:
+            verdict.unexpected += 1
+            verdict.note(f"unexpected: message {seq} dead-lettered ({letter.kind}), not stored")
+        elif letter.kind != expected[seq]:
+            verdict.unexpected += 1
+            verdict.note(
+                f"unexpected: message {seq} dead-lettered as {letter.kind}, "
+                f"expected {expected[seq]}"
+            )
+        else:
+            seen[seq] += 1
+    for seq in expected:
+        if seen[seq] == 0:
+            verdict.lost += 1
+            verdict.note(f"lost: dead letter for message {seq} ({expected[seq]}) missing")
+        elif seen[seq] > 1:
+            verdict.duplicated += seen[seq] - 1
+            verdict.note(f"duplicated: message {seq} dead-lettered {seen[seq]} times")
+
+
+def drain_dead_letters(subscription: str, ledger: Ledger, quiet_seconds: float = 2.0) -> int:
+    """Pull and ack everything on the dead-letter subscription into the ledger."""
+    total = 0
+    with pubsub_v1.SubscriberClient() as subscriber:
+        while True:
+            try:
+                response = subscriber.pull(
+                    request={"subscription": subscription, "max_messages": 1000},
+                    timeout=quiet_seconds,
+                )
+            except (gexc.DeadlineExceeded, gexc.ServiceUnavailable):
+                return total
+            received = list(response.received_messages)
+            if not received:
+                return total
+            ledger.add_dead_letters(
+                StoredLetter(
+                    loadgen_id=r.message.attributes.get(LOADGEN_ID, ""),
+                    kind=r.message.attributes.get("deadletter_kind", ""),
+                    message_id=r.message.attributes.get("deadletter_message_id", ""),
+                    stage=r.message.attributes.get("deadletter_stage", ""),
+                )
+                for r in received
+            )
+            subscriber.acknowledge(
+                request={"subscription": subscription, "ack_ids": [r.ack_id for r in received]}
+            )
+            total += len(received)
+
+
+def count_rows(client: BigtableDataClient, instance: str, table_id: str) -> int:
+    """Rows in a table (keys only)."""
+    from google.cloud.bigtable.data.row_filters import StripValueTransformerFilter
+
+    table = client.get_table(instance, table_id)
+    query = ReadRowsQuery(row_filter=StripValueTransformerFilter(True))
+    return sum(1 for _ in table.read_rows(query))
+
+
+def verify_once(ledger: Ledger, targets: Targets, client: BigtableDataClient) -> Verdict:
+    """One full comparison (drains new dead letters first)."""
+    drain_dead_letters(targets.dead_letter_subscription, ledger)
+    verdict = Verdict(sent=ledger.counts().get("sent", 0))
+    for group in sorted(set(ledger.table_groups()) | set(targets.tables)):
+        expected = ledger.expected_rows(group)
+        judge_table(expected, scan(client, targets.instance, targets.tables[group]), verdict)
+    judge_letters(ledger, verdict)
+    return verdict
+
+
+def verify(
+    ledger: Ledger, targets: Targets, timeout: float = 120.0, progress: bool = True
+) -> Verdict:
+    """Wait (bounded) until nothing is lost, then report; the last verdict if time runs out."""
+    deadline = time.monotonic() + timeout
+    pause = 1.0
+    with BigtableDataClient(project=targets.project) as client:
+        while True:
+            verdict = verify_once(ledger, targets, client)
+            if verdict.lost == 0 or time.monotonic() >= deadline:
+                break
+            if progress:
+                print(f"verify: waiting for the pipeline ({verdict.line()})", flush=True)
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 10.0)
+        # One more drain after a quiet pause: late duplicates of dead letters show up here.
+        time.sleep(1.0)
+        if drain_dead_letters(targets.dead_letter_subscription, ledger):
+            verdict = verify_once(ledger, targets, client)
+    return verdict
