@@ -106,7 +106,7 @@ class IngestOptions(PipelineOptions):
 
 # Beam resolves --runner case-insensitively, with or without the "Runner" suffix, and
 # accepts dotted paths: map every spelling to the canonical class name.
-_CANONICAL_RUNNERS = {
+_CANONICAL_RUNNERS: dict[str, str] = {
     name.lower().removesuffix("runner"): name for name in StandardOptions.KNOWN_RUNNER_NAMES
 }
 

@@ -22,6 +22,7 @@ from google.cloud.bigtable.data import (
 
 from stream import metrics
 from stream.config import BigtableTarget
+from stream.io import clients
 from stream.messages import DeadLetter, ErrorKind, Stage, ValidEvent, Written
 
 REJECTED = "rejected"
@@ -79,7 +80,7 @@ class WriteRowsFn(beam.DoFn):
     own retries (bounded by `timeout`), so the runner retries the whole bundle.
     """
 
-    _client: BigtableDataClient  # created in setup(), never pickled
+    _client: BigtableDataClient  # from setup(): shared per process, never pickled
     _tables: dict[str, Table]
 
     def __init__(self, target: BigtableTarget) -> None:
@@ -92,7 +93,7 @@ class WriteRowsFn(beam.DoFn):
         self._latency = beam.metrics.Metrics.distribution(metrics.NAMESPACE, "write_batch_ms")
 
     def setup(self) -> None:
-        self._client = BigtableDataClient(project=self._target.project)
+        self._client = clients.bigtable(self._target.project)
         self._tables = {}
 
     def _table(self, table_id: str) -> Table:
@@ -116,12 +117,6 @@ class WriteRowsFn(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[WindowedValue | TaggedOutput]:
         yield from self._flush()
-
-    def teardown(self) -> None:
-        client = getattr(self, "_client", None)
-        if client is not None:
-            client.close()
-            del self._client
 
     def _flush(self) -> Iterator[WindowedValue | TaggedOutput]:
         pending, self._pending = self._pending, []

@@ -18,6 +18,7 @@ from google.cloud import pubsub_v1
 from schemas.base import format_rfc3339_millis
 from stream import metrics
 from stream.config import PubSubEndpoints
+from stream.io import clients
 from stream.messages import DeadLetter, RawMessage
 
 ATTRIBUTE_PREFIX = "deadletter_"
@@ -118,7 +119,7 @@ class PublishDeadLettersFn(beam.DoFn):
     message is never acknowledged without its dead letter being stored.
     """
 
-    _publisher: pubsub_v1.PublisherClient  # created in setup()
+    _publisher: pubsub_v1.PublisherClient  # from setup(): shared per process
 
     def __init__(self, topic: str, timeout_seconds: float = 60.0) -> None:
         self._topic = topic
@@ -127,9 +128,7 @@ class PublishDeadLettersFn(beam.DoFn):
         self._published = metrics.counter(metrics.DEAD_LETTERED)
 
     def setup(self) -> None:
-        self._publisher = pubsub_v1.PublisherClient(
-            batch_settings=pubsub_v1.types.BatchSettings(max_messages=500, max_latency=0.02)
-        )
+        self._publisher = clients.publisher()
 
     def start_bundle(self) -> None:
         self._pending = []
@@ -158,12 +157,6 @@ class PublishDeadLettersFn(beam.DoFn):
             metrics.counter(f"{metrics.DEAD_LETTERED}_{letter.kind}").inc()
             yield WindowedValue(letter, timestamp, [window])
 
-    def teardown(self) -> None:
-        publisher = getattr(self, "_publisher", None)
-        if publisher is not None:
-            publisher.stop()
-            del self._publisher
-
 
 class AcknowledgeFn(beam.DoFn):
     """Acknowledges messages whose row or dead letter is stored, in batches per bundle.
@@ -172,7 +165,7 @@ class AcknowledgeFn(beam.DoFn):
     rewritten identically (rows are idempotent), so nothing is lost.
     """
 
-    _subscriber: pubsub_v1.SubscriberClient  # created in setup()
+    _subscriber: pubsub_v1.SubscriberClient  # from setup(): shared per process
 
     def __init__(self, subscription: str) -> None:
         self._subscription = subscription
@@ -181,7 +174,7 @@ class AcknowledgeFn(beam.DoFn):
         self._failed = metrics.counter(metrics.ACK_FAILED)
 
     def setup(self) -> None:
-        self._subscriber = pubsub_v1.SubscriberClient()
+        self._subscriber = clients.subscriber()
 
     def start_bundle(self) -> None:
         self._ack_ids = []
@@ -206,9 +199,3 @@ class AcknowledgeFn(beam.DoFn):
                     len(chunk),
                     exc,
                 )
-
-    def teardown(self) -> None:
-        subscriber = getattr(self, "_subscriber", None)
-        if subscriber is not None:
-            subscriber.close()
-            del self._subscriber

@@ -23,6 +23,7 @@ from google.cloud import pubsub_v1
 
 from stream import metrics
 from stream.config import PubSubEndpoints
+from stream.io import clients
 from stream.io.pubsub import AcknowledgeFn
 from stream.messages import RawMessage
 
@@ -109,7 +110,7 @@ class PullMessagesFn(beam.DoFn):
     watermark only matter for windowed aggregates, never for raw rows.
     """
 
-    _subscriber: pubsub_v1.SubscriberClient  # created in setup()
+    _subscriber: pubsub_v1.SubscriberClient  # from setup(): shared per process
 
     def __init__(self, endpoints: PubSubEndpoints) -> None:
         self._endpoints = endpoints
@@ -119,13 +120,7 @@ class PullMessagesFn(beam.DoFn):
         self._fill = beam.metrics.Metrics.gauge(metrics.NAMESPACE, "pull_fill_percent")
 
     def setup(self) -> None:
-        self._subscriber = pubsub_v1.SubscriberClient()
-
-    def teardown(self) -> None:
-        subscriber = getattr(self, "_subscriber", None)
-        if subscriber is not None:
-            subscriber.close()
-            del self._subscriber
+        self._subscriber = clients.subscriber()
 
     def _pull(self) -> list[pubsub_v1.types.ReceivedMessage]:
         try:
