@@ -34,16 +34,50 @@ class Sink(Protocol):
 
 
 class PipelineOutputs(NamedTuple):
-    """The PCollections tests (and extensions) can observe."""
+    """The PCollections tests (and extensions) can observe, one per branch."""
 
     written: beam.PCollection
-    dead_letters: beam.PCollection
-    acknowledged: beam.PCollection
+    dead_letters: tuple[beam.PCollection, ...]  # parse and write failures, once stored
+    acknowledged: tuple[beam.PCollection, ...]
 
 
 def _ack_id(stored: Written | DeadLetter) -> Iterator[str]:
     if stored.raw.ack_id is not None:
         yield stored.raw.ack_id
+
+
+class DeadLetters(beam.PTransform):
+    """Publish each branch's failures with the sink's dead-letter transform.
+
+    Applied per branch instead of after a Flatten: Prism executes Flatten in the runner,
+    which breaks fusion and would ship every failure (and, downstream, every ack) through
+    the runner before it is acknowledged. Per branch, read -> write -> ack stays one stage.
+    """
+
+    def __init__(self, sink: Sink) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def expand(self, branches: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+        return {name: pcoll | name >> self._sink.dead_letter() for name, pcoll in branches.items()}
+
+
+class Acknowledge(beam.PTransform):
+    """Acknowledge every stored message (row written or dead letter published), per branch."""
+
+    def __init__(self, source: Source) -> None:
+        super().__init__()
+        self._source = source
+
+    def expand(self, branches: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+        return {
+            name: (
+                pcoll
+                | f"{name}/AckIds" >> beam.FlatMap(_ack_id)
+                | f"{name}/Ack" >> self._source.acknowledge()
+            )
+            for name, pcoll in branches.items()
+        }
 
 
 def build_pipeline(
@@ -65,15 +99,10 @@ def build_pipeline(
     if before_write is not None:
         events = events | "BeforeWrite" >> before_write
     writes = events | "WriteRows" >> sink.write_rows()
-    dead = (
-        (parsed.invalid, writes.rejected)
-        | "CollectFailures" >> beam.Flatten()
-        | "DeadLetter" >> sink.dead_letter()
+    dead = {"parse": parsed.invalid, "write": writes.rejected} | "DeadLetter" >> DeadLetters(sink)
+    acked = {"rows": writes.written, **dead} | "Acknowledge" >> Acknowledge(source)
+    return PipelineOutputs(
+        written=writes.written,
+        dead_letters=tuple(dead.values()),
+        acknowledged=tuple(acked.values()),
     )
-    acked = (
-        (writes.written, dead)
-        | "CollectStored" >> beam.Flatten()
-        | "AckIds" >> beam.FlatMap(_ack_id)
-        | "Acknowledge" >> source.acknowledge()
-    )
-    return PipelineOutputs(written=writes.written, dead_letters=dead, acknowledged=acked)

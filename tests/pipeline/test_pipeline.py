@@ -76,7 +76,11 @@ def test_on_time_late_and_very_late_events_are_all_written() -> None:
     with streaming_pipeline() as p:
         outputs = build_pipeline(p, TestStreamSource(stream), CollectingSink(), CONFIG)
         keys = outputs.written | "Keys" >> beam.Map(lambda w: w.row_key)
-        kinds = outputs.dead_letters | "Kinds" >> beam.Map(lambda d: (str(d.kind), d.raw))
+        kinds = (
+            outputs.dead_letters
+            | "AllDead" >> beam.Flatten()
+            | "Kinds" >> beam.Map(lambda d: (str(d.kind), d.raw))
+        )
         assert_that(keys, equal_to([on_time_key, late_key, very_late_key]), label="rows")
         assert_that(kinds, equal_to([("event_time_out_of_range", too_old)]), label="dead")
 
@@ -107,7 +111,11 @@ def test_write_rejections_become_dead_letters_and_counters_add_up() -> None:
         p, TestStreamSource(stream), CollectingSink(reject=frozenset({refused_key})), CONFIG
     )
     keys = outputs.written | "Keys" >> beam.Map(lambda w: w.row_key)
-    kinds = outputs.dead_letters | "Kinds" >> beam.Map(lambda d: (str(d.kind), str(d.stage)))
+    kinds = (
+        outputs.dead_letters
+        | "AllDead" >> beam.Flatten()
+        | "Kinds" >> beam.Map(lambda d: (str(d.kind), str(d.stage)))
+    )
     assert_that(keys, equal_to([good_key]), label="rows")
     assert_that(
         kinds,
@@ -145,7 +153,11 @@ def test_default_schema_applies_without_attribute(schema: str) -> None:
     with streaming_pipeline() as p:
         outputs = build_pipeline(p, TestStreamSource(stream), CollectingSink(), config)
         written = outputs.written | "N" >> beam.Map(lambda w: w.table_id)
-        dead = outputs.dead_letters | "D" >> beam.Map(lambda d: str(d.kind))
+        dead = (
+            outputs.dead_letters
+            | "AllDead" >> beam.Flatten()
+            | "D" >> beam.Map(lambda d: str(d.kind))
+        )
         if schema == "telemetry.v1":
             assert_that(written, equal_to(["telemetry"]), label="rows")
             assert_that(dead, equal_to([]), label="dead")
