@@ -1,6 +1,7 @@
 """`python -m loadgen publish|verify|demo|bench`: load, check, show."""
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -38,8 +39,8 @@ def _ratio(text: str) -> float:
 
 def _positive(text: str) -> float:
     value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -109,21 +110,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Publish and print the achieved rate; exit 1 if any message finally failed."""
+    if args.count is not None and args.count < 0:
+        sys.exit("error: --count must not be negative")
     _require_emulator(PUBSUB_ENV, args.topic, LOCAL_TOPIC)
     if args.from_file:
-        messages = from_file(args.from_file, args.from_file_schema)
+        messages = from_file(args.from_file, args.from_file_schema, args.max_message_bytes)
     else:
-        options = TrafficOptions(
-            seed=args.seed,
-            schema_mix=args.schema_mix if args.schema_mix is not None else dict(DEFAULT_MIX),
-            invalid_ratio=args.invalid_ratio,
-            duplicate_ratio=args.duplicate_ratio,
-            late_ratio=args.late_ratio,
-            out_of_order_seconds=args.out_of_order_seconds,
-            users=args.users,
-            devices=args.devices,
-            max_message_bytes=args.max_message_bytes,
-        )
+        try:
+            options = TrafficOptions(
+                seed=args.seed,
+                schema_mix=args.schema_mix if args.schema_mix is not None else dict(DEFAULT_MIX),
+                invalid_ratio=args.invalid_ratio,
+                duplicate_ratio=args.duplicate_ratio,
+                late_ratio=args.late_ratio,
+                out_of_order_seconds=args.out_of_order_seconds,
+                users=args.users,
+                devices=args.devices,
+                max_message_bytes=args.max_message_bytes,
+            )
+        except ValueError as exc:
+            sys.exit(f"error: {exc}")
         messages = iter(TrafficGenerator(options))
     with Ledger(args.ledger) as ledger:
         progress = Progress(args.rate, args.count, args.duration)

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     loadgen_id TEXT,
     kind TEXT,
     message_id TEXT,
-    stage TEXT
+    stage TEXT,
+    pubsub_id TEXT UNIQUE  -- the dead letter's own message id: a redelivery is not a duplicate
 );
 """
 
@@ -57,6 +58,7 @@ class StoredLetter:
     kind: str
     message_id: str
     stage: str
+    pubsub_id: str | None = None
 
 
 class Ledger:
@@ -92,7 +94,8 @@ class Ledger:
     def seq_of(self, loadgen_id: str) -> int | None:
         """The sequence number in this run, or None for a foreign or malformed id."""
         run, _, seq = loadgen_id.partition(":")
-        return int(seq) if run == self.run_id and seq.isdigit() else None
+        # isascii: str.isdigit() also accepts digits int() refuses, such as "²".
+        return int(seq) if run == self.run_id and seq.isascii() and seq.isdigit() else None
 
     def next_seq(self) -> int:
         """The first unused sequence number (a ledger can take several publish runs)."""
@@ -190,14 +193,17 @@ class Ledger:
         """Keep drained dead letters, so verify can run again without losing them."""
         self._db.execute("BEGIN")
         self._db.executemany(
-            "INSERT INTO dead_letters (loadgen_id, kind, message_id, stage) VALUES (?, ?, ?, ?)",
-            [(x.loadgen_id, x.kind, x.message_id, x.stage) for x in letters],
+            "INSERT OR IGNORE INTO dead_letters (loadgen_id, kind, message_id, stage, pubsub_id)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(x.loadgen_id, x.kind, x.message_id, x.stage, x.pubsub_id) for x in letters],
         )
         self._db.execute("COMMIT")
 
     def dead_letters(self) -> list[StoredLetter]:
         """Every dead letter drained so far."""
-        rows = self._db.execute("SELECT loadgen_id, kind, message_id, stage FROM dead_letters")
+        rows = self._db.execute(
+            "SELECT loadgen_id, kind, message_id, stage, pubsub_id FROM dead_letters"
+        )
         return [StoredLetter(*row) for row in rows]
 
 

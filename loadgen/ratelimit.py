@@ -1,5 +1,6 @@
 """A token bucket: a steady publish rate with a small burst, and the achieved-rate figure."""
 
+import math
 import time
 from collections.abc import Callable
 
@@ -17,8 +18,8 @@ class TokenBucket:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
+        if not math.isfinite(rate) or rate <= 0:
+            raise ValueError(f"rate must be a positive number, got {rate}")
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, rate / 20)  # 50 ms of traffic
         self._clock = clock

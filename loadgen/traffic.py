@@ -41,6 +41,7 @@ INVALID_KINDS = {
     "payload_too_large": 1,
 }
 LOADGEN_ID = "loadgen_id"
+MAX_OUT_OF_ORDER_SECONDS = 7 * 24 * 3600 - 3600  # the pipeline's default max age, less 1 h
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,21 @@ class TrafficOptions:
     domains: int = 50
     devices: int = 1_000
     max_message_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.out_of_order_seconds > MAX_OUT_OF_ORDER_SECONDS:
+            problems.append(
+                f"out-of-order-seconds={self.out_of_order_seconds:.0f}: events would be older "
+                f"than the pipeline accepts (7 days by default); at most {MAX_OUT_OF_ORDER_SECONDS}"
+            )
+        if self.users < 1 or self.devices < 1:
+            problems.append("users and devices must be at least 1")
+        for name in ("invalid_ratio", "duplicate_ratio", "late_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be between 0 and 1")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 def _row_for(schema: str, data: bytes, event: MappedEvent) -> Planned:
@@ -114,10 +130,6 @@ class TrafficGenerator:
         self._kinds = list(INVALID_KINDS)
         self._kind_weights = list(INVALID_KINDS.values())
         self._previous: Planned | None = None
-        self._users = [
-            uuid.UUID(bytes=_digest(options.seed, "user", i), version=4)
-            for i in range(options.users)
-        ]
 
     def _now(self) -> datetime:
         return self._clock or datetime.now(UTC)
@@ -130,12 +142,14 @@ class TrafficGenerator:
 
     def _consent(self, schema: str) -> dict[str, object]:
         index = self._rng.randrange(self._o.users)
-        user = self._users[index]
+        user = uuid.UUID(bytes=_digest(self._o.seed, "user", index), version=4)  # no list
         domain = f"shop{index % self._o.domains}.example.com"
         when = self._event_time()
         # Decisions derive from (user, millisecond): equal keys and times give equal cells.
         digest = _digest(user, when.isoformat())
+        offered = [s for i, s in enumerate(SERVICE_CATALOGUE) if digest[(i + 3) % 16] % 3]
         granted = [s for i, s in enumerate(SERVICE_CATALOGUE) if digest[i % 16] >> (i // 16) & 1]
+        granted = [s for s in offered if s in granted]  # v1 and v2 store the same `services`
         stamp: object = (
             when.isoformat()
             if digest[0] % 2
@@ -143,9 +157,8 @@ class TrafficGenerator:
         )
         body: dict[str, object] = {"user": str(user), "domain": domain, "message_timestamp": stamp}
         if schema == "consent.v1":
-            body["services"] = granted  # may be empty: identical to v2's granted ids
+            body["services"] = granted  # may be empty
         else:
-            offered = [s for i, s in enumerate(SERVICE_CATALOGUE) if digest[(i + 3) % 16] % 3]
             body["services"] = [{"id": s, "granted": s in granted} for s in offered]
             body["region"] = REGIONS[digest[1] % len(REGIONS)]
         return body
@@ -208,13 +221,15 @@ class TrafficGenerator:
             yield planned
 
 
-def from_file(path: Path, schema: str = "consent.v1") -> Iterator[Planned]:
+def from_file(
+    path: Path, schema: str = "consent.v1", max_message_bytes: int = 64 * 1024
+) -> Iterator[Planned]:
     """Replay a JSON-lines file: one message body per line (e.g. the seed's consent format).
 
     Expectations come from validating each line as the pipeline does with its default
     limits: a valid line must become its row, an invalid one a dead letter with that reason.
     """
-    rules = ParseRules(default_schema=schema)
+    rules = ParseRules(default_schema=schema, max_message_bytes=max_message_bytes)
     with path.open("rb") as lines:
         for line in lines:
             data = line.rstrip(b"\r\n")

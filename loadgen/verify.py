@@ -93,10 +93,11 @@ def judge_row(events: list[ExpectedEvent], stored: StoredRow | None, verdict: Ve
     def satisfied(event: ExpectedEvent) -> bool:
         return all(stored.get(col, {}).get(event.ts) == val for col, val in event.cells.items())
 
-    latest = max(e.ts for e in events)
-    latest_ok = all(satisfied(e) for e in events if e.ts == latest)
+    ok = {e.seq: satisfied(e) for e in events}
+    newest_ok = max((e.ts for e in events if ok[e.seq]), default=-1)
     for event in events:
-        if not satisfied(event) and not (event.ts < latest and latest_ok):
+        # A stored newer event supersedes this one (one version kept): not lost.
+        if not ok[event.seq] and event.ts >= newest_ok:
             verdict.lost += 1
             verdict.note(f"lost: row {key} lacks the cells of message {event.seq} @ {event.ts}")
     known_ts = {e.ts for e in events}
@@ -176,26 +177,35 @@ def judge_letters(ledger: Ledger, verdict: Verdict) -> None:
 
 
 def drain_dead_letters(subscription: str, ledger: Ledger, quiet_seconds: float = 2.0) -> int:
-    """Pull and ack everything on the dead-letter subscription into the ledger."""
+    """Pull and ack everything on the dead-letter subscription into the ledger.
+
+    Stops after two empty pulls in a row (Pub/Sub may answer one pull empty while messages
+    are pending). Letters are stored before they are acked and keyed by their own message
+    id, so a redelivery after a failed ack is not mistaken for a duplicate.
+    """
     total = 0
+    empty = 0
     with pubsub_v1.SubscriberClient() as subscriber:
-        while True:
+        while empty < 2:
             try:
                 response = subscriber.pull(
                     request={"subscription": subscription, "max_messages": 1000},
                     timeout=quiet_seconds,
                 )
+                received = list(response.received_messages)
             except (gexc.DeadlineExceeded, gexc.ServiceUnavailable):
-                return total
-            received = list(response.received_messages)
+                received = []
             if not received:
-                return total
+                empty += 1
+                continue
+            empty = 0
             ledger.add_dead_letters(
                 StoredLetter(
                     loadgen_id=r.message.attributes.get(LOADGEN_ID, ""),
                     kind=r.message.attributes.get("deadletter_kind", ""),
                     message_id=r.message.attributes.get("deadletter_message_id", ""),
                     stage=r.message.attributes.get("deadletter_stage", ""),
+                    pubsub_id=r.message.message_id,
                 )
                 for r in received
             )
@@ -203,6 +213,7 @@ def drain_dead_letters(subscription: str, ledger: Ledger, quiet_seconds: float =
                 request={"subscription": subscription, "ack_ids": [r.ack_id for r in received]}
             )
             total += len(received)
+    return total
 
 
 def count_rows(client: BigtableDataClient, instance: str, table_id: str) -> int:
@@ -219,6 +230,8 @@ def verify_once(ledger: Ledger, targets: Targets, client: BigtableDataClient) ->
     drain_dead_letters(targets.dead_letter_subscription, ledger)
     verdict = Verdict(sent=ledger.counts().get("sent", 0))
     for group in sorted(set(ledger.table_groups()) | set(targets.tables)):
+        if group not in targets.tables:
+            raise ValueError(f"the ledger expects rows in table group {group!r}: name its table")
         expected = ledger.expected_rows(group)
         judge_table(expected, scan(client, targets.instance, targets.tables[group]), verdict)
     judge_letters(ledger, verdict)

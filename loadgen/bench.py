@@ -1,0 +1,418 @@
+"""`make bench`: the pipeline beside the raw-client ceiling, in one run on the same emulators.
+
+Phases (fresh emulators on free ports; each phase writes rows under its own domain):
+1. ceiling: drain a backlog with the raw loop (1 and 2 threads);
+2. pipeline drain: a backlog published before the pipeline starts; drain rate and peak RSS
+   of the pipeline's process tree (Python SDK harness + Prism);
+3. pipeline sustained: offered rates in steps of `step_seconds`; per step the achieved
+   ingest rate and publish->row latency from the rows' `ingested_at` cells; a step is
+   sustained when latency does not grow across it (backlog bounded) and it drains at once;
+4. the DirectRunner's drain rate, for comparison;
+5. a py-spy profile of the pipeline process during a sustained step.
+Writes bench/results.json and bench/throughput.png. Nothing here asserts timings.
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import psutil
+from apache_beam.options.pipeline_options import PipelineOptions
+from google.cloud.bigtable.data import BigtableDataClient, ReadRowsQuery, RowRange
+
+from loadgen import ceiling
+from loadgen.process import PipelineProcess
+from loadgen.publish import Publisher
+from loadgen.report import Progress
+from loadgen.traffic import Planned, expected_row
+from stream import config as cfg
+from stream import local
+from stream.config import IngestConfig
+from stream.emulators import Emulators
+from stream.options import to_config
+
+RUN_DIR = Path(".run")
+TOPIC = cfg.topic_path(cfg.LOCAL_PROJECT, cfg.LOCAL_TOPIC)
+
+
+@dataclass
+class Step:
+    """One offered rate held for a while, and what the pipeline made of it."""
+
+    offered_rate: float
+    seconds: float
+    published: int = 0
+    publish_rate: float = 0.0
+    rows: int = 0
+    ingest_rate: float = 0.0
+    latency_p50: float = 0.0
+    latency_p95: float = 0.0
+    latency_p99: float = 0.0
+    latency_growth: float = 0.0  # median latency, last third minus first third (s)
+    drain_seconds: float = 0.0  # after publishing stopped, until the last row landed
+    sustained: bool = False
+    note: str = ""
+
+
+@dataclass
+class Results:
+    """Everything `make bench` measured (serialised to bench/results.json)."""
+
+    started: str
+    machine: dict[str, Any]
+    ceiling: list[dict[str, Any]] = field(default_factory=list)
+    pipeline_drain: dict[str, Any] = field(default_factory=dict)
+    direct_runner_drain: dict[str, Any] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
+
+
+def _messages(domain: str) -> Iterator[Planned]:
+    """consent.v1 events with unique keys under `domain`, event time = generation time."""
+    while True:
+        now = datetime.now(UTC)
+        yield expected_row(
+            "consent.v1",
+            {
+                "user": str(uuid.uuid4()),
+                "domain": domain,
+                "services": ["essential-1", "analytics-2"],
+                "message_timestamp": now.isoformat(timespec="milliseconds"),
+            },
+        )
+
+
+def _publish(
+    domain: str, rate: float, count: int | None, seconds: float | None
+) -> tuple[int, float]:
+    progress = Progress(rate, count, seconds)
+    started = time.monotonic()
+    stats = Publisher(TOPIC, None, rate).run(_messages(domain), progress, count, seconds)
+    progress.finish(stats)
+    return stats.sent, time.monotonic() - started
+
+
+def _prefix_rows(client: BigtableDataClient, domain: str) -> list[tuple[int, int]]:
+    """(event time ms, ingested ms) of every row under `domain`."""
+    table = client.get_table(cfg.LOCAL_INSTANCE, "scale-traffic")
+    start = f"{domain}#".encode()
+    query = ReadRowsQuery(row_ranges=RowRange(start_key=start, end_key=start[:-1] + b"$"))
+    result = []
+    for row in table.read_rows(query):
+        ingested = [c for c in row.cells if c.qualifier == b"ingested_at"]
+        if ingested:
+            result.append((ingested[0].timestamp_micros // 1000, int(ingested[0].value)))
+    return result
+
+
+def _count_prefix(client: BigtableDataClient, domain: str) -> int:
+    from google.cloud.bigtable.data.row_filters import StripValueTransformerFilter
+
+    table = client.get_table(cfg.LOCAL_INSTANCE, "scale-traffic")
+    start = f"{domain}#".encode()
+    query = ReadRowsQuery(
+        row_ranges=RowRange(start_key=start, end_key=start[:-1] + b"$"),
+        row_filter=StripValueTransformerFilter(True),
+    )
+    return sum(1 for _ in table.read_rows(query))
+
+
+def _wait_rows(client: BigtableDataClient, domain: str, expected: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = _count_prefix(client, domain)
+        if count >= expected:
+            break
+        time.sleep(1.0)
+    return count
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class _RssSampler:
+    """Peak RSS of a process and its children, sampled in the background."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self._process = psutil.Process(pid)
+        self._interval = interval
+        self.peak_total = 0
+        self.peak_by_name: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                procs = [self._process, *self._process.children(recursive=True)]
+                sizes = {p.name(): p.memory_info().rss for p in procs}
+            except psutil.Error:
+                continue
+            self.peak_total = max(self.peak_total, sum(sizes.values()))
+            for name, rss in sizes.items():
+                self.peak_by_name[name] = max(self.peak_by_name[name], rss)
+
+    def __enter__(self) -> "_RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _pipeline(flags: list[str], log: Path) -> PipelineProcess:
+    return PipelineProcess(
+        ["--streaming", "--record_ingest_time", "--status_interval_seconds=5", *flags], log
+    )
+
+
+def _drain_phase(
+    client: BigtableDataClient, backlog: int, flags: list[str], name: str
+) -> dict[str, Any]:
+    domain = f"{name}.bench.example.com"
+    print(f"bench: {name}: publishing a backlog of {backlog} before the pipeline starts")
+    sent, _ = _publish(domain, 1e9, backlog, None)
+    pipeline = _pipeline(flags, RUN_DIR / f"bench-{name}.log")
+    started = time.monotonic()
+    with _RssSampler(pipeline.process.pid) as rss:
+        rows = _wait_rows(client, domain, sent, timeout=max(300.0, backlog / 50))
+        elapsed = time.monotonic() - started
+    pipeline.stop()
+    stamps = _prefix_rows(client, domain)
+    ingest = [i for _, i in stamps]
+    span = (max(ingest) - min(ingest)) / 1000 if len(ingest) > 1 else 0.0
+    result = {
+        "backlog": sent,
+        "rows": rows,
+        "lost": sent - rows,
+        "seconds_from_start": round(elapsed, 1),
+        "drain_rate": round(rows / span, 1) if span else 0.0,
+        "peak_rss_mib": round(rss.peak_total / 2**20, 1),
+        "peak_rss_mib_by_process": {k: round(v / 2**20, 1) for k, v in rss.peak_by_name.items()},
+    }
+    print(f"bench: {name}: {json.dumps(result)}")
+    return result
+
+
+def _step(client: BigtableDataClient, rate: float, seconds: float) -> Step:
+    step = Step(offered_rate=rate, seconds=seconds)
+    domain = f"s{int(rate)}-{uuid.uuid4().hex[:6]}.bench.example.com"
+    print(f"bench: step {rate:.0f}/s for {seconds:.0f}s")
+    step.published, took = _publish(domain, rate, None, seconds)
+    step.publish_rate = round(step.published / took, 1)
+    stopped = time.time() * 1000
+    step.rows = _wait_rows(client, domain, step.published, timeout=seconds + 120)
+    stamps = sorted(_prefix_rows(client, domain))
+    if not stamps:
+        step.note = "no rows"
+        return step
+    latencies = [(i - e) / 1000 for e, i in stamps]
+    step.latency_p50 = round(_percentile(latencies, 0.50), 3)
+    step.latency_p95 = round(_percentile(latencies, 0.95), 3)
+    step.latency_p99 = round(_percentile(latencies, 0.99), 3)
+    third = max(1, len(latencies) // 3)
+    step.latency_growth = round(
+        statistics.median(latencies[-third:]) - statistics.median(latencies[:third]), 3
+    )
+    ingested = [i for _, i in stamps]
+    span = (max(ingested) - min(ingested)) / 1000
+    step.ingest_rate = round(len(stamps) / span, 1) if span > 0 else 0.0
+    step.drain_seconds = round(max(0.0, (max(ingested) - stopped) / 1000), 2)
+    publisher_ok = step.publish_rate >= 0.95 * rate
+    step.sustained = (
+        publisher_ok
+        and step.rows == step.published
+        and step.latency_growth <= 2.0
+        and step.drain_seconds <= 5.0
+    )
+    if not publisher_ok:
+        step.note = "publisher could not offer this rate"
+    print(f"bench: step result {json.dumps(asdict(step))}")
+    return step
+
+
+def _profile(pid: int, seconds: int, output: Path) -> dict[str, Any]:
+    """py-spy the pipeline process; summarise where its Python time goes."""
+    raw = output / "profile.txt"
+    try:
+        subprocess.run(  # noqa: S603 - py-spy from our venv
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(seconds),
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(raw),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=seconds + 60,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"error": f"py-spy failed: {exc}"}
+    return summarise_profile(raw.read_text())
+
+
+# Buckets for "where the time goes", matched against the frames of each sample.
+PROFILE_BUCKETS = (
+    ("bigtable mutate_rows", ("bulk_mutate_rows",)),
+    ("pubsub pull", ("PullMessagesFn._pull",)),
+    ("pubsub acknowledge", ("AcknowledgeFn.finish_bundle",)),
+    ("dead-letter publish", ("PublishDeadLettersFn",)),
+    ("validation (pydantic)", ("validate (stream/validate.py",)),
+    ("row building", ("mutation_entry",)),
+    ("beam data plane / coders", ("data_plane", "coder_impl", "encode", "decode")),
+    ("idle / waiting", ("wait (threading", "_wait_once", "select", "poll")),
+)
+
+
+def summarise_profile(collapsed: str) -> dict[str, Any]:
+    """Share of samples per bucket (first matching bucket wins), from py-spy raw output."""
+    totals: Counter[str] = Counter()
+    samples = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        bucket = next(
+            (name for name, keys in PROFILE_BUCKETS if any(k in stack for k in keys)), "other"
+        )
+        totals[bucket] += count
+    share = {name: round(100 * n / samples, 1) for name, n in totals.most_common()}
+    return {"samples": samples, "percent_of_samples": share}
+
+
+def _plot(results: Results, output: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = results.steps
+    offered = [s.offered_rate for s in steps]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    left.plot(offered, [s.ingest_rate for s in steps], "o-", label="pipeline (Prism) ingest rate")
+    left.plot(offered, offered, ":", color="grey", label="offered = ingested")
+    best = results.summary.get("ceiling_rate", 0.0)
+    if best:
+        left.axhline(best, color="red", linestyle="--", label=f"raw-client ceiling {best:.0f}/s")
+    direct = results.direct_runner_drain.get("drain_rate", 0.0)
+    if direct:
+        left.axhline(direct, color="purple", linestyle="-.", label=f"DirectRunner {direct:.0f}/s")
+    for s in steps:
+        if not s.sustained:
+            left.annotate("not sustained", (s.offered_rate, s.ingest_rate), fontsize=8)
+    left.set_xlabel("offered rate (messages/s)")
+    left.set_ylabel("rows/s")
+    left.set_title("Throughput vs offered rate")
+    left.legend(fontsize=8)
+    for q, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
+        right.plot(offered, [getattr(s, f"latency_{q}") for s in steps], style, label=q)
+    right.set_xlabel("offered rate (messages/s)")
+    right.set_ylabel("publish -> row latency (s)")
+    right.set_title("Latency vs offered rate (pipeline)")
+    right.set_yscale("log")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(output / "throughput.png", dpi=110)
+
+
+def run_bench(output: Path, quick: bool, backlog: int) -> int:
+    """Run every phase; write results.json and throughput.png into `output`."""
+    output.mkdir(parents=True, exist_ok=True)
+    RUN_DIR.mkdir(exist_ok=True)
+    step_seconds = 15.0 if quick else 60.0
+    rates = [500.0, 1000.0, 2000.0] if quick else [500, 1000, 1500, 2000, 2500, 3000, 3500]
+    results = Results(
+        started=datetime.now(UTC).isoformat(timespec="seconds"),
+        machine={
+            "cpus": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(),
+            "beam": beam.version.__version__,
+            "quick": quick,
+        },
+    )
+    with ExitStack() as stack:
+        stack.enter_context(Emulators(log_dir=RUN_DIR, reuse_env=False))
+        config: IngestConfig = to_config(PipelineOptions(["--streaming"]))
+        local.provision(config)
+        with BigtableDataClient(project=cfg.LOCAL_PROJECT) as client:
+            ceiling_n = 10_000 if quick else 60_000
+            for threads in (1, 2):
+                domain = f"ceiling{threads}.bench.example.com"
+                print(f"bench: ceiling with {threads} thread(s), {ceiling_n} messages")
+                sent, _ = _publish(domain, 1e9, ceiling_n, None)
+                outcome = ceiling.drain(config, sent, threads)
+                results.ceiling.append({**asdict(outcome), "rate": round(outcome.rate, 1)})
+                print(f"bench: ceiling {threads} thread(s): {outcome.rate:.0f}/s")
+            results.pipeline_drain = _drain_phase(client, backlog, [], "drain")
+            pipeline = _pipeline([], RUN_DIR / "bench-steps.log")
+            stack.callback(pipeline.stop)
+            time.sleep(8)  # start-up (Prism, SDK harness) before offering load
+            best_ceiling = max(c["rate"] for c in results.ceiling)
+            for rate in rates:
+                step = _step(client, float(rate), step_seconds)
+                results.steps.append(step)
+                if not step.sustained or step.offered_rate > 1.2 * best_ceiling:
+                    break
+            profile_rate = max((s.offered_rate for s in results.steps if s.sustained), default=500)
+            print(f"bench: profiling the pipeline at {profile_rate:.0f}/s")
+            profiler = threading.Thread(
+                target=lambda: results.profile.update(_profile(pipeline.process.pid, 15, output)),
+                daemon=True,
+            )
+            profiler.start()
+            _step(client, profile_rate, 20.0)
+            profiler.join()
+            pipeline.stop()
+            direct_n = 2_000 if quick else 6_000
+            results.direct_runner_drain = _drain_phase(
+                client, direct_n, ["--runner=BundleBasedDirectRunner"], "direct"
+            )
+    sustained = [s.ingest_rate for s in results.steps if s.sustained]
+    best = max(c["rate"] for c in results.ceiling)
+    results.summary = {
+        "ceiling_rate": best,
+        "pipeline_sustained_rate": max(sustained, default=0.0),
+        "pipeline_drain_rate": results.pipeline_drain.get("drain_rate", 0.0),
+        "ratio_sustained_to_ceiling": round(max(sustained, default=0.0) / best, 3),
+        "ratio_drain_to_ceiling": round(results.pipeline_drain.get("drain_rate", 0.0) / best, 3),
+        "direct_runner_drain_rate": results.direct_runner_drain.get("drain_rate", 0.0),
+        "pipeline_lost": results.pipeline_drain.get("lost", 0)
+        + sum(s.published - s.rows for s in results.steps),
+    }
+    payload = asdict(results)
+    (output / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    _plot(results, output)
+    print(f"bench: summary {json.dumps(results.summary)}")
+    print(f"bench: wrote {output / 'results.json'} and {output / 'throughput.png'}")
+    return 0
