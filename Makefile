@@ -70,5 +70,8 @@ emulators-down: venv ## Stop the emulators started by emulators-up
 bench: venv prism ## Throughput/latency of the pipeline beside the raw-client ceiling
 	$(BIN)/python -m loadgen bench $(ARGS)
 
+# Dataflow flex template: flex-build, flex-run, flex-update, flex-drain (see infra/dataflow).
+include infra/dataflow/flex.mk
+
 clean: ## Remove the venv and caches (not the Prism binary)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .run *.egg-info

@@ -1,0 +1,42 @@
+# Provider, project facts and the APIs the service needs. The resources themselves are in
+# pubsub.tf, bigtable.tf, storage.tf and iam.tf.
+
+provider "google" {
+  project = var.project_id
+  region  = var.region
+}
+
+# The project number names the Pub/Sub service agent (see pubsub.tf).
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+locals {
+  bucket_name = coalesce(var.bucket_name, "${var.project_id}-stream-ingest-dataflow")
+
+  # Google-managed identity that forwards undeliverable messages to the dead-letter topic.
+  pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+  worker_member = "serviceAccount:${google_service_account.worker.email}"
+
+  apis = toset([
+    "artifactregistry.googleapis.com",
+    "bigtable.googleapis.com",
+    "bigtableadmin.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "compute.googleapis.com", # Dataflow worker VMs
+    "dataflow.googleapis.com",
+    "iam.googleapis.com",
+    "pubsub.googleapis.com",
+    "storage.googleapis.com",
+  ])
+}
+
+resource "google_project_service" "apis" {
+  for_each = var.enable_apis ? local.apis : toset([])
+
+  project = var.project_id
+  service = each.value
+  # Other workloads in the project may use the same APIs: never turn them off on destroy.
+  disable_on_destroy = false
+}
