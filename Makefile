@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 # One source of truth for the Beam version: the pin in pyproject.toml.
 BEAM_VERSION := $(shell sed -n 's/.*"apache-beam\[gcp\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
 PRISM_CACHE ?= $(HOME)/.cache/stream-ingest/prism
-PRISM := $(PRISM_CACHE)/v$(BEAM_VERSION)/prism
+# The binary's name carries the patch level (= stream/runners.py PRISM_BINARY_NAME).
+PRISM := $(PRISM_CACHE)/v$(BEAM_VERSION)/prism-p1
 export STREAM_PRISM_CACHE := $(PRISM_CACHE)
 PYTEST_ARGS ?=
 ARGS ?=
@@ -28,13 +29,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip check
 	@touch $(STAMP)
 
-prism: ## Build Beam's Prism runner from the Go module proxy (skipped, with a warning, without Go)
+prism: ## Build Beam's Prism runner from the Go module proxy, patched (skipped, with a warning, without Go)
 	@if [ -x "$(PRISM)" ]; then \
 	  echo "prism: $(PRISM)"; \
 	elif command -v go >/dev/null 2>&1; then \
-	  echo "building prism v$(BEAM_VERSION) from the Go module proxy (about 2 minutes once)"; \
-	  GOBIN="$(dir $(PRISM))" GOFLAGS=-mod=mod go install \
-	    github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION) \
+	  echo "building prism v$(BEAM_VERSION) from the Go module proxy (once; 1-2 minutes)"; \
+	  infra/local/build-prism.sh "$(BEAM_VERSION)" "$(PRISM)" \
 	  || echo "warning: prism build failed; local runs fall back to the DirectRunner"; \
 	else \
 	  echo "warning: Go not found; local runs fall back to the DirectRunner (see README)"; \

@@ -15,6 +15,7 @@ Writes bench/results.json and bench/throughput.png. Nothing here asserts timings
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from typing import Any
 import apache_beam as beam
 import psutil
 from apache_beam.options.pipeline_options import PipelineOptions
+from google.cloud import pubsub_v1
 from google.cloud.bigtable.data import BigtableDataClient, ReadRowsQuery, RowRange
 
 from loadgen import ceiling
@@ -44,9 +46,25 @@ from stream import local
 from stream.config import IngestConfig
 from stream.emulators import Emulators
 from stream.options import to_config
+from stream.resources import ensure_subscription, ensure_topic
 
 RUN_DIR = Path(".run")
-TOPIC = cfg.topic_path(cfg.LOCAL_PROJECT, cfg.LOCAL_TOPIC)
+
+
+def _phase(name: str) -> tuple[str, list[str]]:
+    """A topic and subscription of its own for one phase, and the pipeline flags to use it.
+
+    Phases must not share a subscription: messages a stopped pipeline had pulled (or a pull
+    still pending when it died) stay leased until the ack deadline, and would stall the next
+    phase by that long.
+    """
+    topic = cfg.topic_path(cfg.LOCAL_PROJECT, f"bench-{name}")
+    subscription = cfg.subscription_path(cfg.LOCAL_PROJECT, f"bench-{name}-sub")
+    publisher = pubsub_v1.PublisherClient()
+    with pubsub_v1.SubscriberClient() as subscriber:
+        ensure_topic(publisher, topic)
+        ensure_subscription(subscriber, subscription, topic, 130)
+    return topic, [f"--subscription={subscription}"]
 
 
 @dataclass
@@ -63,6 +81,7 @@ class Step:
     latency_p95: float = 0.0
     latency_p99: float = 0.0
     latency_growth: float = 0.0  # median latency, last third minus first third (s)
+    cores_used: dict[str, float] = field(default_factory=dict)
     drain_seconds: float = 0.0  # after publishing stopped, until the last row landed
     sustained: bool = False
     note: str = ""
@@ -98,11 +117,11 @@ def _messages(domain: str) -> Iterator[Planned]:
 
 
 def _publish(
-    domain: str, rate: float, count: int | None, seconds: float | None
+    topic: str, domain: str, rate: float, count: int | None, seconds: float | None
 ) -> tuple[int, float]:
     progress = Progress(rate, count, seconds)
     started = time.monotonic()
-    stats = Publisher(TOPIC, None, rate).run(_messages(domain), progress, count, seconds)
+    stats = Publisher(topic, None, rate).run(_messages(domain), progress, count, seconds)
     progress.finish(stats)
     return stats.sent, time.monotonic() - started
 
@@ -132,15 +151,61 @@ def _count_prefix(client: BigtableDataClient, domain: str) -> int:
     return sum(1 for _ in table.read_rows(query))
 
 
-def _wait_rows(client: BigtableDataClient, domain: str, expected: int, timeout: float) -> int:
+class _WrittenHint:
+    """The pipeline's own `written=N` status counter: a cheap "probably done" signal.
+
+    Scanning the table every second to see progress costs the load generator a sizeable
+    share of a core, which the pipeline then lacks; the status line costs nothing.
+    """
+
+    def __init__(self, pipeline: PipelineProcess | None) -> None:
+        self._pipeline = pipeline
+        self.value = 0
+
+    def update(self) -> int:
+        if self._pipeline is not None:
+            for line in self._pipeline.new_lines("status:"):
+                match = re.search(r"written=(\d+)", line)
+                if match:
+                    self.value = int(match.group(1))
+        return self.value
+
+
+def _wait_rows(
+    client: BigtableDataClient,
+    domain: str,
+    expected: int,
+    timeout: float,
+    hint: _WrittenHint | None = None,
+) -> int:
+    """Wait until `expected` rows exist under `domain`.
+
+    Scans only when the hint says so, or every 10 s (Prism's counters can lag).
+    """
     deadline = time.monotonic() + timeout
-    count = 0
+    base = hint.update() if hint else 0
+    last_scan = time.monotonic()
     while time.monotonic() < deadline:
-        count = _count_prefix(client, domain)
-        if count >= expected:
-            break
         time.sleep(1.0)
-    return count
+        hinted = hint is None or hint.update() - base >= expected
+        if hinted or time.monotonic() - last_scan >= 10:
+            last_scan = time.monotonic()
+            if _count_prefix(client, domain) >= expected:
+                break
+    return _count_prefix(client, domain)
+
+
+def _bulk_rate(ingested_ms: list[int]) -> float:
+    """Rows per second between the 5th and 95th percentile of ingest times.
+
+    Excludes start-up and the tail (the last few hundred messages can wait for a reader's
+    long poll to come back), which say little about throughput.
+    """
+    if len(ingested_ms) < 20:
+        return 0.0
+    low = ingested_ms[len(ingested_ms) // 20]
+    high = ingested_ms[len(ingested_ms) * 19 // 20]
+    return round(0.9 * len(ingested_ms) / ((high - low) / 1000), 1) if high > low else 0.0
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -148,6 +213,44 @@ def _percentile(values: list[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of every process on the machine that takes part, by role."""
+    roles = {
+        "cbtemulator": "bigtable emulator",
+        "java": "pubsub emulator",
+        "prism": "prism runner",
+    }
+    me = os.getpid()
+    totals: Counter[str] = Counter()
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "cpu_times"]):
+        info = proc.info
+        times = info.get("cpu_times")
+        if times is None:
+            continue
+        name = info.get("name") or ""
+        cmd = " ".join(info.get("cmdline") or [])
+        if info["pid"] == me:
+            role = "load generator (this process)"
+        elif "stream.main" in cmd:
+            role = "pipeline (python SDK harness)"
+        else:
+            role = roles.get(name, "")
+        if role:
+            totals[role] += times.user + times.system
+    return dict(totals)
+
+
+def _cpu_share(
+    before: dict[str, float], after: dict[str, float], seconds: float
+) -> dict[str, float]:
+    """Cores used per role over an interval (1.0 = one core busy all the time)."""
+    return {
+        role: round((after.get(role, 0.0) - before.get(role, 0.0)) / seconds, 2)
+        for role in sorted(after)
+        if seconds > 0
+    }
 
 
 class _RssSampler:
@@ -191,38 +294,45 @@ def _drain_phase(
     client: BigtableDataClient, backlog: int, flags: list[str], name: str
 ) -> dict[str, Any]:
     domain = f"{name}.bench.example.com"
+    topic, phase_flags = _phase(name)
     print(f"bench: {name}: publishing a backlog of {backlog} before the pipeline starts")
-    sent, _ = _publish(domain, 1e9, backlog, None)
-    pipeline = _pipeline(flags, RUN_DIR / f"bench-{name}.log")
+    sent, _ = _publish(topic, domain, 1e9, backlog, None)
+    pipeline = _pipeline([*phase_flags, *flags], RUN_DIR / f"bench-{name}.log")
     started = time.monotonic()
+    cpu_before = _cpu_seconds()
     with _RssSampler(pipeline.process.pid) as rss:
-        rows = _wait_rows(client, domain, sent, timeout=max(300.0, backlog / 50))
+        hint = _WrittenHint(pipeline)
+        rows = _wait_rows(client, domain, sent, max(300.0, backlog / 50), hint)
         elapsed = time.monotonic() - started
+    cores = _cpu_share(cpu_before, _cpu_seconds(), elapsed)
     pipeline.stop()
-    stamps = _prefix_rows(client, domain)
-    ingest = [i for _, i in stamps]
-    span = (max(ingest) - min(ingest)) / 1000 if len(ingest) > 1 else 0.0
+    ingest = sorted(i for _, i in _prefix_rows(client, domain))
     result = {
         "backlog": sent,
         "rows": rows,
         "lost": sent - rows,
         "seconds_from_start": round(elapsed, 1),
-        "drain_rate": round(rows / span, 1) if span else 0.0,
+        "drain_rate": _bulk_rate(ingest),
         "peak_rss_mib": round(rss.peak_total / 2**20, 1),
         "peak_rss_mib_by_process": {k: round(v / 2**20, 1) for k, v in rss.peak_by_name.items()},
+        "cores_used": cores,
     }
     print(f"bench: {name}: {json.dumps(result)}")
     return result
 
 
-def _step(client: BigtableDataClient, rate: float, seconds: float) -> Step:
+def _step(
+    client: BigtableDataClient, topic: str, rate: float, seconds: float, hint: _WrittenHint
+) -> Step:
     step = Step(offered_rate=rate, seconds=seconds)
     domain = f"s{int(rate)}-{uuid.uuid4().hex[:6]}.bench.example.com"
     print(f"bench: step {rate:.0f}/s for {seconds:.0f}s")
-    step.published, took = _publish(domain, rate, None, seconds)
+    cpu_before = _cpu_seconds()
+    step.published, took = _publish(topic, domain, rate, None, seconds)
+    step.cores_used = _cpu_share(cpu_before, _cpu_seconds(), took)
     step.publish_rate = round(step.published / took, 1)
     stopped = time.time() * 1000
-    step.rows = _wait_rows(client, domain, step.published, timeout=seconds + 120)
+    step.rows = _wait_rows(client, domain, step.published, seconds + 120, hint)
     stamps = sorted(_prefix_rows(client, domain))
     if not stamps:
         step.note = "no rows"
@@ -235,9 +345,8 @@ def _step(client: BigtableDataClient, rate: float, seconds: float) -> Step:
     step.latency_growth = round(
         statistics.median(latencies[-third:]) - statistics.median(latencies[:third]), 3
     )
-    ingested = [i for _, i in stamps]
-    span = (max(ingested) - min(ingested)) / 1000
-    step.ingest_rate = round(len(stamps) / span, 1) if span > 0 else 0.0
+    ingested = sorted(i for _, i in stamps)
+    step.ingest_rate = _bulk_rate(ingested)
     step.drain_seconds = round(max(0.0, (max(ingested) - stopped) / 1000), 2)
     publisher_ok = step.publish_rate >= 0.95 * rate
     step.sustained = (
@@ -369,18 +478,22 @@ def run_bench(output: Path, quick: bool, backlog: int) -> int:
             ceiling_n = 10_000 if quick else 60_000
             for threads in (1, 2):
                 domain = f"ceiling{threads}.bench.example.com"
+                topic, flags = _phase(f"ceiling{threads}")
                 print(f"bench: ceiling with {threads} thread(s), {ceiling_n} messages")
-                sent, _ = _publish(domain, 1e9, ceiling_n, None)
-                outcome = ceiling.drain(config, sent, threads)
+                sent, _ = _publish(topic, domain, 1e9, ceiling_n, None)
+                phase_config = to_config(PipelineOptions(["--streaming", *flags]))
+                outcome = ceiling.drain(phase_config, sent, threads)
                 results.ceiling.append({**asdict(outcome), "rate": round(outcome.rate, 1)})
                 print(f"bench: ceiling {threads} thread(s): {outcome.rate:.0f}/s")
             results.pipeline_drain = _drain_phase(client, backlog, [], "drain")
-            pipeline = _pipeline([], RUN_DIR / "bench-steps.log")
+            steps_topic, steps_flags = _phase("steps")
+            pipeline = _pipeline(steps_flags, RUN_DIR / "bench-steps.log")
+            hint = _WrittenHint(pipeline)
             stack.callback(pipeline.stop)
             time.sleep(8)  # start-up (Prism, SDK harness) before offering load
             best_ceiling = max(c["rate"] for c in results.ceiling)
             for rate in rates:
-                step = _step(client, float(rate), step_seconds)
+                step = _step(client, steps_topic, float(rate), step_seconds, hint)
                 results.steps.append(step)
                 if not step.sustained or step.offered_rate > 1.2 * best_ceiling:
                     break
@@ -391,7 +504,7 @@ def run_bench(output: Path, quick: bool, backlog: int) -> int:
                 daemon=True,
             )
             profiler.start()
-            _step(client, profile_rate, 20.0)
+            _step(client, steps_topic, profile_rate, 20.0, hint)
             profiler.join()
             pipeline.stop()
             direct_n = 2_000 if quick else 6_000

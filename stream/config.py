@@ -47,6 +47,7 @@ class PubSubEndpoints:
     subscription: str
     dead_letter_topic: str
     pull_max_messages: int = 1000
+    pull_fill: timedelta = timedelta(milliseconds=100)
     readers: int = 2
     id_label: str | None = None
     timestamp_attribute: str | None = None

@@ -85,7 +85,15 @@ class IngestOptions(PipelineOptions):
             default=False,
             help="Also write cf `ingested_at` (wall clock) to measure publish->row latency.",
         )
-        group.add_argument("--pull_max_messages", type=int, default=1000)
+        group.add_argument(
+            "--pull_max_messages", type=int, default=1000, help="Messages per batch (bundle)."
+        )
+        group.add_argument(
+            "--pull_fill_ms",
+            type=int,
+            default=100,
+            help="How long the pull source tops up a partial batch (latency vs bundle size).",
+        )
         group.add_argument(
             "--readers", type=int, default=2, help="Concurrent pullers (portable runners)."
         )
@@ -177,6 +185,7 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
     _range(errors, "write_batch_rows", ingest.write_batch_rows, 1, 1000)
     _range(errors, "write_timeout_seconds", ingest.write_timeout_seconds, 1, 600)
     _range(errors, "pull_max_messages", ingest.pull_max_messages, 1, 1000)
+    _range(errors, "pull_fill_ms", ingest.pull_fill_ms, 0, 10_000)
     _range(errors, "readers", ingest.readers, 1, 16)
     _range(errors, "status_interval_seconds", ingest.status_interval_seconds, 0, 3600)
     if runner_name(options) != DATAFLOW:
@@ -190,6 +199,7 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
             subscription=subscription,
             dead_letter_topic=dead_letter,
             pull_max_messages=ingest.pull_max_messages,
+            pull_fill=timedelta(milliseconds=ingest.pull_fill_ms),
             readers=ingest.readers,
             id_label=ingest.id_label,
             timestamp_attribute=ingest.timestamp_attribute,

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
 import apache_beam as beam
+from apache_beam.typehints.decorators import no_annotations
 
 from stream.config import IngestConfig
 from stream.messages import DeadLetter, Written
@@ -58,6 +59,7 @@ class DeadLetters(beam.PTransform):
         super().__init__()
         self._sink = sink
 
+    @no_annotations  # Beam only understands PCollection hints, not dicts of them
     def expand(self, branches: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
         return {name: pcoll | name >> self._sink.dead_letter() for name, pcoll in branches.items()}
 
@@ -69,6 +71,7 @@ class Acknowledge(beam.PTransform):
         super().__init__()
         self._source = source
 
+    @no_annotations  # Beam only understands PCollection hints, not dicts of them
     def expand(self, branches: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
         return {
             name: (

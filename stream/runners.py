@@ -34,10 +34,15 @@ DIRECT_RUNNER_LOSSES = (
 )
 
 
+# The file name carries the patch level of infra/local/prism-*.patch (kept equal to the
+# Makefile's PRISM; a unit test checks): a new patch makes `make prism` build anew.
+PRISM_BINARY_NAME = "prism-p1"
+
+
 def prism_cache() -> Path:
     """Where `make prism` puts the binary built for the installed Beam version."""
     root = os.environ.get("STREAM_PRISM_CACHE", "~/.cache/stream-ingest/prism")
-    return Path(root).expanduser() / f"v{BEAM_VERSION}" / "prism"
+    return Path(root).expanduser() / f"v{BEAM_VERSION}" / PRISM_BINARY_NAME
 
 
 def find_prism() -> Path | None:

@@ -7,6 +7,8 @@ only after its row (or dead letter) is stored. A crash therefore leaves unfinish
 in the subscription, to be redelivered and rewritten idempotently.
 """
 
+import time
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -29,7 +31,10 @@ from stream.messages import RawMessage
 
 UNBOUNDED = 2**62
 IDLE_POLL = Duration(seconds=0.2)
-PULL_TIMEOUT_SECONDS = 5.0
+# Generous: a pull cancelled by the client after the server handed it messages leaves them
+# leased to nobody until the ack deadline (measured: 100 messages delayed by 120 s with a
+# short client timeout). The emulator answers an empty long poll just before this deadline.
+PULL_TIMEOUT_SECONDS = 10.0
 
 
 class _Pulls(OffsetRestrictionTracker):
@@ -117,23 +122,46 @@ class PullMessagesFn(beam.DoFn):
         self._pulled = metrics.counter("pulled")
         self._empty = metrics.counter("empty_pulls")
         self._lag = beam.metrics.Metrics.gauge(metrics.NAMESPACE, "source_lag_ms")
-        self._fill = beam.metrics.Metrics.gauge(metrics.NAMESPACE, "pull_fill_percent")
+        self._fill_gauge = beam.metrics.Metrics.gauge(metrics.NAMESPACE, "pull_fill_percent")
 
     def setup(self) -> None:
         self._subscriber = clients.subscriber()
 
-    def _pull(self) -> list[pubsub_v1.types.ReceivedMessage]:
+    def _pull(
+        self, max_messages: int, at_hand_only: bool = False
+    ) -> list[pubsub_v1.types.ReceivedMessage]:
+        request = {"subscription": self._endpoints.subscription, "max_messages": max_messages}
         try:
-            response = self._subscriber.pull(
-                request={
-                    "subscription": self._endpoints.subscription,
-                    "max_messages": self._endpoints.pull_max_messages,
-                },
-                timeout=PULL_TIMEOUT_SECONDS,
-            )
+            with warnings.catch_warnings():
+                # return_immediately is deprecated for receiving, but it is exactly "what is
+                # at hand" for topping up a batch: a long poll there holds the whole batch
+                # (the emulator answers an empty pull just before the client's deadline).
+                warnings.simplefilter("ignore", DeprecationWarning)
+                response = self._subscriber.pull(
+                    request={**request, "return_immediately": at_hand_only},
+                    timeout=PULL_TIMEOUT_SECONDS,
+                )
         except (gexc.DeadlineExceeded, gexc.ServiceUnavailable):
             return []  # nothing arrived in time, or a blip: try again after a checkpoint
         return list(response.received_messages)
+
+    def _fill(self) -> list[pubsub_v1.types.ReceivedMessage]:
+        """One batch: pull, then keep pulling briefly until `pull_max_messages` are in hand.
+
+        A server answers a pull with what it has at hand (the emulator: at most 100), and
+        each batch becomes one bundle, whose fixed cost (in Prism and in the SDK) is paid
+        per bundle. Topping the batch up within `pull_fill` makes bundles large under load;
+        when traffic is light the first pull comes back partial and nothing waits.
+        """
+        wanted = self._endpoints.pull_max_messages
+        received = self._pull(wanted)  # long poll: waits for the first message
+        deadline = time.monotonic() + self._endpoints.pull_fill.total_seconds()
+        while received and len(received) < wanted and time.monotonic() < deadline:
+            more = self._pull(wanted - len(received), at_hand_only=True)
+            if not more:
+                break
+            received.extend(more)
+        return received
 
     @beam.DoFn.unbounded_per_element()
     @no_annotations
@@ -146,11 +174,11 @@ class PullMessagesFn(beam.DoFn):
         position = tracker.current_restriction().start
         if not tracker.try_claim(position):
             return
-        received = self._pull()
+        received = self._fill()
         now = Timestamp.now()
         if not received:
             self._empty.inc()
-            self._fill.set(0)
+            self._fill_gauge.set(0)
             watermark.set_watermark(max(now, watermark.current_watermark() or now))
             tracker.defer_remainder(IDLE_POLL)
             return
@@ -162,7 +190,7 @@ class PullMessagesFn(beam.DoFn):
         self._pulled.inc(len(received))
         self._lag.set(int((now - oldest).micros // 1000))
         # A full pull means more is waiting: with source_lag_ms, the backlog signal.
-        self._fill.set(100 * len(received) // self._endpoints.pull_max_messages)
+        self._fill_gauge.set(100 * len(received) // self._endpoints.pull_max_messages)
         current = watermark.current_watermark()
         watermark.set_watermark(oldest if current is None else max(current, oldest))
         tracker.defer_remainder()

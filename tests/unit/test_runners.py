@@ -57,16 +57,16 @@ def executable(path: Path, mode: int = 0o755) -> Path:
 
 
 def cached_binary(tmp_path: Path) -> Path:
-    return executable(tmp_path / "cache" / "v2.77.0" / "prism")
+    return executable(tmp_path / "cache" / "v2.77.0" / "prism-p1")
 
 
 def test_prism_cache_is_per_beam_version(tmp_path: Path, home: Path) -> None:
-    assert prism_cache() == tmp_path / "cache" / "v2.77.0" / "prism"
+    assert prism_cache() == tmp_path / "cache" / "v2.77.0" / "prism-p1"
 
 
 def test_prism_cache_default_is_under_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STREAM_PRISM_CACHE")
-    assert prism_cache() == home / ".cache" / "stream-ingest" / "prism" / "v2.77.0" / "prism"
+    assert prism_cache() == home / ".cache" / "stream-ingest" / "prism" / "v2.77.0" / "prism-p1"
 
 
 def test_no_binary_anywhere(home: Path) -> None:
@@ -99,7 +99,7 @@ def test_unusable_candidates_are_skipped(
 ) -> None:
     not_executable = executable(tmp_path / "bin" / "prism-noexec", mode=0o644)
     monkeypatch.setenv("PRISM_LOCATION", str(not_executable))
-    directory = tmp_path / "cache" / "v2.77.0" / "prism"
+    directory = tmp_path / "cache" / "v2.77.0" / "prism-p1"
     directory.mkdir(parents=True)  # a directory is "executable" but not a binary
     assert directory.stat().st_mode & stat.S_IXUSR
     assert find_prism() is None
@@ -212,3 +212,9 @@ def test_prism_runner_alias_gets_the_cached_binary(
     choose_runner(options)
     assert options.view_as(PrismRunnerOptions).prism_location == str(binary)
     assert options.view_as(PortableOptions).environment_type == "LOOPBACK"
+
+
+def test_makefile_builds_the_binary_the_runner_looks_for() -> None:
+    # `make prism` writes $(PRISM); choose_runner looks for prism_cache(): same file name.
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    assert f"/v$(BEAM_VERSION)/{runners.PRISM_BINARY_NAME}\n" in makefile
