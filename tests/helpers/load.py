@@ -1,0 +1,48 @@
+"""Drive a load run against a test's resources: publish with a ledger, then verify."""
+
+from pathlib import Path
+
+from loadgen.ledger import Ledger
+from loadgen.publish import Publisher
+from loadgen.report import Progress, PublishStats
+from loadgen.traffic import TrafficGenerator, TrafficOptions
+from loadgen.verify import Targets, Verdict, verify
+from schemas.registry import TABLES
+from tests.helpers.resources import PROJECT, TestResources
+
+MIXED = TrafficOptions(
+    seed=7, invalid_ratio=0.08, duplicate_ratio=0.05, late_ratio=0.2, users=500, devices=50
+)
+
+
+def targets(resources: TestResources) -> Targets:
+    """Where the pipeline under test writes."""
+    return Targets(
+        project=PROJECT,
+        instance=resources.instance,
+        tables={group: resources.table(group) for group in TABLES},
+        dead_letter_subscription=resources.dead_letter_subscription,
+    )
+
+
+def publish_load(
+    resources: TestResources,
+    ledger_path: Path,
+    count: int,
+    rate: float,
+    options: TrafficOptions = MIXED,
+) -> PublishStats:
+    """Publish `count` generated messages at `rate`, recorded in the ledger."""
+    with Ledger(ledger_path) as ledger:
+        progress = Progress(rate, count, None)
+        stats = Publisher(resources.topic, ledger, rate).run(
+            iter(TrafficGenerator(options)), progress, count=count
+        )
+        progress.finish(stats)
+    return stats
+
+
+def verify_load(resources: TestResources, ledger_path: Path, timeout: float = 120) -> Verdict:
+    """The verifier's verdict for the ledger against the test's table and dead letters."""
+    with Ledger(ledger_path) as ledger:
+        return verify(ledger, targets(resources), timeout=timeout, progress=False)
