@@ -68,3 +68,4 @@ class IngestConfig:
     window: timedelta = timedelta(seconds=60)
     allowed_lateness: timedelta = timedelta(hours=1)
     status_interval: timedelta = timedelta(seconds=5)
+    max_restarts: int = 5

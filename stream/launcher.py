@@ -3,6 +3,7 @@
 import logging
 import signal
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from types import FrameType
@@ -24,7 +25,6 @@ from stream.runners import RunnerChoice, choose_runner
 from stream.status import StatusPrinter
 
 _LOG = logging.getLogger("stream")
-TERMINAL = {PipelineState.DONE, PipelineState.FAILED, PipelineState.CANCELLED}
 
 
 def source_for(choice: RunnerChoice, config: IngestConfig) -> Source:
@@ -58,21 +58,103 @@ class _Stop:
         self.requested = True
 
 
-def _wait(result: beam.runners.runner.PipelineResult, config: IngestConfig) -> str:
-    stop = _Stop()
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+class _Finish:
+    """wait_until_finish() in a thread: the only way every runner reports a failure.
+
+    The DirectRunner's `state` stays RUNNING after a bundle exhausted its retries; the
+    failure surfaces only as an exception from wait_until_finish().
+    """
+
+    def __init__(self, result: beam.runners.runner.PipelineResult) -> None:
+        self.state: str | None = None
+        self._thread = threading.Thread(target=self._wait, args=(result,), daemon=True)
+        self._thread.start()
+
+    def _wait(self, result: beam.runners.runner.PipelineResult) -> None:
+        try:
+            self.state = str(result.wait_until_finish() or result.state)
+        except Exception as exc:
+            _LOG.error("pipeline failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            self.state = str(PipelineState.FAILED)
+
+
+def _wait(result: beam.runners.runner.PipelineResult, config: IngestConfig, stop: _Stop) -> str:
     status = StatusPrinter(result, config.status_interval.total_seconds(), _LOG.info)
+    finish = _Finish(result)
     while True:
-        state = result.state
-        if state in TERMINAL:
-            return str(state)
+        if finish.state is not None:
+            return finish.state
         if stop.requested:
             _LOG.info("stopping: cancelling the pipeline (unacknowledged messages stay queued)")
             result.cancel()
             return str(PipelineState.CANCELLED)
         status.tick()
         time.sleep(0.5)
+
+
+class Restarts:
+    """When a failed local run may be restarted: at most `limit` times in a row.
+
+    A run that stayed up for `healthy` resets the count. Prism does not retry failed
+    bundles (a bundle error fails the job) and the DirectRunner gives up after 4 attempts;
+    restarting is safe because unacknowledged messages are redelivered and rewritten
+    identically. Delays double from 2 s up to 60 s.
+    """
+
+    def __init__(self, limit: int, healthy: float = 600.0) -> None:
+        self.limit = limit
+        self.healthy = healthy
+        self.count = 0
+
+    def next_delay(self, ran_for: float) -> float | None:
+        """Seconds to wait before the next run, or None when no restart is allowed."""
+        if ran_for >= self.healthy:
+            self.count = 0
+        if self.count >= self.limit:
+            return None
+        self.count += 1
+        return float(min(60, 2**self.count))
+
+
+def _build(options: PipelineOptions, config: IngestConfig, choice: RunnerChoice) -> beam.Pipeline:
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(
+        pipeline,
+        source_for(choice, config),
+        BigtableSink(config.bigtable, config.pubsub.dead_letter_topic),
+        config,
+    )
+    return pipeline
+
+
+def _run_locally(options: PipelineOptions, config: IngestConfig, choice: RunnerChoice) -> int:
+    stop = _Stop()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    restarts = Restarts(config.max_restarts)
+    while True:
+        started = time.monotonic()
+        state = _wait(_build(options, config, choice).run(), config, stop)
+        _LOG.info("pipeline finished: %s", state)
+        if state != str(PipelineState.FAILED) or stop.requested:
+            return 0 if state in (PipelineState.DONE, PipelineState.CANCELLED) else 1
+        delay = restarts.next_delay(time.monotonic() - started)
+        if delay is None:
+            _LOG.error("pipeline failed %d times in a row; giving up", restarts.count + 1)
+            return 1
+        _LOG.error(
+            "pipeline failed; restarting in %.0fs (restart %d of at most %d). Messages it had "
+            "not acknowledged are redelivered after the subscription's ack deadline and "
+            "rewritten identically.",
+            delay,
+            restarts.count,
+            restarts.limit,
+        )
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not stop.requested:
+            time.sleep(0.2)
+        if stop.requested:
+            return 1
 
 
 def run(argv: list[str]) -> int:
@@ -97,17 +179,8 @@ def run(argv: list[str]) -> int:
         except (EmulatorError, ResourceError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        pipeline = beam.Pipeline(options=options)
-        build_pipeline(
-            pipeline,
-            source_for(choice, config),
-            BigtableSink(config.bigtable, config.pubsub.dead_letter_topic),
-            config,
-        )
-        result = pipeline.run()
         if choice.name == DATAFLOW:
+            result = _build(options, config, choice).run()
             _LOG.info("submitted to Dataflow: %s", getattr(result, "job_id", lambda: "")())
             return 0
-        state = _wait(result, config)
-        _LOG.info("pipeline finished: %s", state)
-        return 0 if state in (PipelineState.DONE, PipelineState.CANCELLED) else 1
+        return _run_locally(options, config, choice)

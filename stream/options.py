@@ -110,6 +110,12 @@ class IngestOptions(PipelineOptions):
         group.add_argument(
             "--status_interval_seconds", type=int, default=5, help="0 disables the status line."
         )
+        group.add_argument(
+            "--max_restarts",
+            type=int,
+            default=5,
+            help="Local runners: restart a failed pipeline up to this many times in a row.",
+        )
 
 
 # Beam resolves --runner case-insensitively, with or without the "Runner" suffix, and
@@ -188,6 +194,7 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
     _range(errors, "pull_fill_ms", ingest.pull_fill_ms, 0, 10_000)
     _range(errors, "readers", ingest.readers, 1, 16)
     _range(errors, "status_interval_seconds", ingest.status_interval_seconds, 0, 3600)
+    _range(errors, "max_restarts", ingest.max_restarts, 0, 1000)
     if runner_name(options) != DATAFLOW:
         for flag in ("id_label", "timestamp_attribute"):
             if getattr(ingest, flag):
@@ -222,4 +229,5 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
         window=timedelta(seconds=ingest.window_seconds),
         allowed_lateness=timedelta(seconds=ingest.allowed_lateness_seconds),
         status_interval=timedelta(seconds=ingest.status_interval_seconds),
+        max_restarts=ingest.max_restarts,
     )

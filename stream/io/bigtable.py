@@ -39,6 +39,17 @@ PERMANENT_ERRORS = (
 )
 
 
+# Retried by the client itself, per entry, within --write_timeout_seconds. Safe because
+# every mutation carries an explicit timestamp (idempotent); the classic client retries the
+# same set. The data client's default retries only DEADLINE_EXCEEDED and UNAVAILABLE.
+RETRYABLE_ERRORS = (
+    gexc.DeadlineExceeded,
+    gexc.ServiceUnavailable,
+    gexc.Aborted,
+    gexc.InternalServerError,
+)
+
+
 class TransientWriteError(RuntimeError):
     """Some rows could not be written for a retryable reason; the bundle must be retried."""
 
@@ -138,6 +149,7 @@ class WriteRowsFn(beam.DoFn):
                 entries,
                 operation_timeout=self._target.timeout.total_seconds(),
                 attempt_timeout=min(20.0, self._target.timeout.total_seconds()),
+                retryable_errors=RETRYABLE_ERRORS,
             )
         except MutationsExceptionGroup as group:
             for exc in group.exceptions:
