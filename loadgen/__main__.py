@@ -153,6 +153,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         verdict = verify(ledger, targets, timeout=args.timeout)
     for example in verdict.examples:
         print(f"  {example}")
+    if verdict.redelivered:
+        print(
+            f"  {verdict.redelivered} dead letters were delivered again after a redelivery "
+            "of their original (same deadletter_message_id): counted once"
+        )
     print(verdict.line(), flush=True)
     return 0 if verdict.ok else 1
 

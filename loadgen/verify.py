@@ -37,6 +37,7 @@ class Verdict:
     lost: int = 0
     duplicated: int = 0
     unexpected: int = 0
+    redelivered: int = 0  # dead letters of a redelivered original: at-least-once, not wrong
     examples: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -145,12 +146,21 @@ def judge_table(
 
 
 def judge_letters(ledger: Ledger, verdict: Verdict) -> None:
-    """Expected dead letters once each, with the expected reason."""
+    """Expected dead letters once each, with the expected reason.
+
+    Dead letters are delivered at least once, like any Pub/Sub message: when the pipeline
+    dies after publishing a dead letter but before acknowledging the original, the original
+    is redelivered and dead-lettered again. Both copies name the same original delivery
+    (`deadletter_message_id`), which is how consumers deduplicate them, and so does this:
+    they count once (reported as redelivered). Dead letters of *different* deliveries of
+    one ledger message (e.g. a publish retried by the load generator) are duplicates.
+    """
     expected = ledger.expected_letters()
     rows = ledger.row_seqs()
     letters = ledger.dead_letters()
     verdict.deadletter = len(letters)
     seen: Counter[int] = Counter()
+    originals: set[tuple[int, str]] = set()
     for letter in letters:
         seq = ledger.seq_of(letter.loadgen_id)
         if seq is None or (seq not in expected and seq not in rows):
@@ -165,7 +175,10 @@ def judge_letters(ledger: Ledger, verdict: Verdict) -> None:
                 f"unexpected: message {seq} dead-lettered as {letter.kind}, "
                 f"expected {expected[seq]}"
             )
+        elif letter.message_id and (seq, letter.message_id) in originals:
+            verdict.redelivered += 1
         else:
+            originals.add((seq, letter.message_id))
             seen[seq] += 1
     for seq in expected:
         if seen[seq] == 0:

@@ -55,10 +55,20 @@ def record(ledger: Ledger, *planned: Planned, failed: tuple[int, ...] = ()) -> l
     return [seq for seq, _ in numbered]
 
 
-def deliver(ledger: Ledger, seq: int | str, kind: str, stage: str = "parse") -> None:
-    """One dead letter as drain_dead_letters would store it."""
+_DELIVERIES = iter(range(10**9))
+
+
+def deliver(
+    ledger: Ledger, seq: int | str, kind: str, stage: str = "parse", original: str = ""
+) -> None:
+    """One dead letter as drain_dead_letters would store it.
+
+    `original` is the Pub/Sub message id of the dead-lettered delivery; by default each
+    call is a different delivery (as when the same payload was published twice).
+    """
     loadgen_id = ledger.loadgen_id(seq) if isinstance(seq, int) else seq
-    ledger.add_dead_letters([StoredLetter(loadgen_id, kind, f"orig-{seq}", stage)])
+    original = original or f"orig-{seq}-{next(_DELIVERIES)}"
+    ledger.add_dead_letters([StoredLetter(loadgen_id, kind, original, stage)])
 
 
 def judge(ledger: Ledger, stored: dict[str, StoredRow]) -> Verdict:
@@ -288,6 +298,20 @@ def test_dead_letter_twice_is_duplicated_once(ledger: Ledger) -> None:
     assert counts(verdict) == (0, 1, 0)
     assert verdict.deadletter == 2
     assert verdict.examples == [f"duplicated: message {seq} dead-lettered 2 times"]
+
+
+def test_same_delivery_dead_lettered_again_is_a_redelivery_not_a_duplicate(
+    ledger: Ledger,
+) -> None:
+    # The pipeline died after publishing the dead letter and before acknowledging the
+    # original: the original came back and was dead-lettered again (at-least-once).
+    (seq,) = record(ledger, letter("not_utf8"))
+    deliver(ledger, seq, "not_utf8", original="pubsub-41")
+    deliver(ledger, seq, "not_utf8", original="pubsub-41")
+    verdict = judge(ledger, {})
+    assert counts(verdict) == (0, 0, 0)
+    assert verdict.redelivered == 1
+    assert verdict.deadletter == 2
 
 
 def test_dead_letter_three_times_is_duplicated_twice(ledger: Ledger) -> None:
