@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from types import FrameType
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.runners.runner import PipelineState
 
 from stream import local
@@ -167,6 +167,9 @@ def run(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     choice = choose_runner(options)
+    # The code is a package installed on the workers (the flex-template image); nothing
+    # lives in __main__, so do not pickle it (Beam turns this on by default for Dataflow).
+    options.view_as(SetupOptions).save_main_session = False
     _LOG.info("runner: %s %s", choice.name, choice.note)
     with ExitStack() as stack:
         try:
