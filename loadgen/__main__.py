@@ -11,7 +11,7 @@ from loadgen.publish import Publisher
 from loadgen.report import Progress
 from loadgen.traffic import DEFAULT_MIX, TrafficGenerator, TrafficOptions, from_file
 from loadgen.verify import Targets, verify
-from schemas.registry import TABLES
+from schemas.registry import EVENT_TABLES
 from stream import config as cfg
 from stream.emulators import BIGTABLE_ENV, PUBSUB_ENV
 
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--timeout", type=_positive, default=120.0)
     ver.add_argument("--project", default=cfg.LOCAL_PROJECT)
     ver.add_argument("--instance", default=cfg.LOCAL_INSTANCE)
-    for spec in TABLES.values():
+    for spec in EVENT_TABLES.values():
         ver.add_argument(f"--{spec.group}-table", default=spec.default_table_id)
     ver.add_argument("--dead-letter-subscription", default=LOCAL_DLQ_SUB)
 
@@ -146,13 +146,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     targets = Targets(
         project=args.project,
         instance=args.instance,
-        tables={group: getattr(args, f"{group}_table") for group in TABLES},
+        tables={group: getattr(args, f"{group}_table") for group in EVENT_TABLES},
         dead_letter_subscription=args.dead_letter_subscription,
     )
     with Ledger(args.ledger) as ledger:
         verdict = verify(ledger, targets, timeout=args.timeout)
     for example in verdict.examples:
         print(f"  {example}")
+    if verdict.too_late:
+        print(
+            f"  {verdict.too_late} rows arrived too late for their rollup window "
+            "(too_late notices; the rows are stored)"
+        )
     if verdict.redelivered:
         print(
             f"  {verdict.redelivered} dead letters were delivered again after a redelivery "

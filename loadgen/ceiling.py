@@ -66,7 +66,7 @@ def _loop(config: IngestConfig, target: int, done: list[int], lock: threading.Lo
                 if isinstance(result, ValidEvent):
                     by_group.setdefault(result.event.table.group, []).append(result)
             for group, events in by_group.items():
-                tables[group].bulk_mutate_rows([mutation_entry(e) for e in events])
+                tables[group].bulk_mutate_rows([mutation_entry(e.event) for e in events])
             subscriber.acknowledge(
                 request={"subscription": subscription, "ack_ids": [r.ack_id for r in received]}
             )

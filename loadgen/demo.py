@@ -15,7 +15,7 @@ from loadgen.publish import Publisher
 from loadgen.report import Progress
 from loadgen.traffic import TrafficGenerator, TrafficOptions
 from loadgen.verify import Targets, verify
-from schemas.registry import TABLES
+from schemas.registry import EVENT_TABLES
 from stream import config as cfg
 from stream import local
 from stream.emulators import Emulators
@@ -82,7 +82,7 @@ def run_demo(count: int, rate: float, keep: bool) -> int:
             targets = Targets(
                 project=cfg.LOCAL_PROJECT,
                 instance=cfg.LOCAL_INSTANCE,
-                tables={group: spec.default_table_id for group, spec in TABLES.items()},
+                tables={group: spec.default_table_id for group, spec in EVENT_TABLES.items()},
                 dead_letter_subscription=cfg.subscription_path(
                     cfg.LOCAL_PROJECT, cfg.LOCAL_DEAD_LETTER_SUBSCRIPTION
                 ),

@@ -38,6 +38,7 @@ class Verdict:
     duplicated: int = 0
     unexpected: int = 0
     redelivered: int = 0  # dead letters of a redelivered original: at-least-once, not wrong
+    too_late: int = 0  # rows stored but too late for their window's rollup (notices)
     examples: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -166,6 +167,8 @@ def judge_letters(ledger: Ledger, verdict: Verdict) -> None:
         if seq is None or (seq not in expected and seq not in rows):
             verdict.unexpected += 1
             verdict.note(f"unexpected: dead letter {letter.loadgen_id or letter.message_id}")
+        elif seq in rows and letter.kind == "too_late":
+            verdict.too_late += 1  # its row is stored; the notice says the rollup excludes it
         elif seq in rows:
             verdict.unexpected += 1
             verdict.note(f"unexpected: message {seq} dead-lettered ({letter.kind}), not stored")

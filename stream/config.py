@@ -65,6 +65,7 @@ class IngestConfig:
     pubsub: PubSubEndpoints
     bigtable: BigtableTarget
     rules: ParseRules = field(default_factory=ParseRules)
+    rollups: bool = True
     window: timedelta = timedelta(seconds=60)
     allowed_lateness: timedelta = timedelta(hours=1)
     status_interval: timedelta = timedelta(seconds=5)

@@ -67,13 +67,23 @@ class _Finish:
 
     def __init__(self, result: beam.runners.runner.PipelineResult) -> None:
         self.state: str | None = None
+        # Set before cancel(): what wait_until_finish() raises then is the teardown of the
+        # job service (Prism's is destroyed on cancel), not a failure of the job.
+        self.cancelling = False
         self._thread = threading.Thread(target=self._wait, args=(result,), daemon=True)
         self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        """Wait for wait_until_finish() to return (after a cancel)."""
+        self._thread.join(timeout)
 
     def _wait(self, result: beam.runners.runner.PipelineResult) -> None:
         try:
             self.state = str(result.wait_until_finish() or result.state)
-        except Exception as exc:
+        except Exception as exc:  # any exception here means the job ended abnormally
+            if self.cancelling:
+                self.state = str(PipelineState.CANCELLED)
+                return
             _LOG.error("pipeline failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
             self.state = str(PipelineState.FAILED)
 
@@ -86,7 +96,9 @@ def _wait(result: beam.runners.runner.PipelineResult, config: IngestConfig, stop
             return finish.state
         if stop.requested:
             _LOG.info("stopping: cancelling the pipeline (unacknowledged messages stay queued)")
+            finish.cancelling = True
             result.cancel()
+            finish.join(timeout=30)
             return str(PipelineState.CANCELLED)
         status.tick()
         time.sleep(0.5)
@@ -134,7 +146,12 @@ def _run_locally(options: PipelineOptions, config: IngestConfig, choice: RunnerC
     restarts = Restarts(config.max_restarts)
     while True:
         started = time.monotonic()
-        state = _wait(_build(options, config, choice).run(), config, stop)
+        result = _build(options, config, choice).run()
+        # Beam's StopOnExitJobServer installs its own SIGINT handler during run(), which
+        # destroys Prism's job service before calling ours: the job then looks failed.
+        # Ours goes first again; we cancel cleanly, and Beam's atexit still stops Prism.
+        signal.signal(signal.SIGINT, stop)
+        state = _wait(result, config, stop)
         _LOG.info("pipeline finished: %s", state)
         if state != str(PipelineState.FAILED) or stop.requested:
             return 0 if state in (PipelineState.DONE, PipelineState.CANCELLED) else 1

@@ -30,6 +30,7 @@ class Stage(StrEnum):
     PARSE = "parse"
     EVENT_TIME = "event_time"
     WRITE = "write"
+    ROLLUP = "rollup"
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,8 +68,21 @@ class IngestOptions(PipelineOptions):
             help="Older event times are dead-lettered (default 7 days = Pub/Sub retention).",
         )
         group.add_argument("--max_future_skew_seconds", type=int, default=300)
-        group.add_argument("--window_seconds", type=int, default=60)
-        group.add_argument("--allowed_lateness_seconds", type=int, default=3600)
+        group.add_argument(
+            "--rollups",
+            choices=("on", "off"),
+            default="on",
+            help="Per-window aggregates per domain and per device (the rollup table).",
+        )
+        group.add_argument(
+            "--window_seconds", type=int, default=60, help="Rollup window (event time)."
+        )
+        group.add_argument(
+            "--allowed_lateness_seconds",
+            type=int,
+            default=3600,
+            help="How late an event may be and still update its window's rollup.",
+        )
         group.add_argument(
             "--write_batch_rows", type=int, default=500, help="Rows per MutateRows request."
         )
@@ -226,6 +239,7 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
             max_event_age=timedelta(seconds=ingest.max_event_age_seconds),
             max_future_skew=timedelta(seconds=ingest.max_future_skew_seconds),
         ),
+        rollups=ingest.rollups == "on",
         window=timedelta(seconds=ingest.window_seconds),
         allowed_lateness=timedelta(seconds=ingest.allowed_lateness_seconds),
         status_interval=timedelta(seconds=ingest.status_interval_seconds),

@@ -10,6 +10,7 @@ from stream.config import IngestConfig
 from stream.messages import DeadLetter, Written
 from stream.transforms.event_time import AssignEventTime
 from stream.transforms.parse import ParseAndValidate
+from stream.transforms.rollup import ROWS, TOO_LATE, Rollups
 
 
 class Source(Protocol):
@@ -30,6 +31,9 @@ class Sink(Protocol):
     def write_rows(self) -> beam.PTransform:
         """PCollection[ValidEvent] -> outputs `written` (Written) and `rejected` (DeadLetter)."""
 
+    def write_rollups(self) -> beam.PTransform:
+        """PCollection[RollupRow] -> outputs with `rejected` (DeadLetter)."""
+
     def dead_letter(self) -> beam.PTransform:
         """PCollection[DeadLetter] -> PCollection[DeadLetter] once stored."""
 
@@ -38,8 +42,9 @@ class PipelineOutputs(NamedTuple):
     """The PCollections tests (and extensions) can observe, one per branch."""
 
     written: beam.PCollection
-    dead_letters: tuple[beam.PCollection, ...]  # parse and write failures, once stored
+    dead_letters: tuple[beam.PCollection, ...]  # every dead-letter branch, once stored
     acknowledged: tuple[beam.PCollection, ...]
+    rollups: beam.PCollection | None  # RollupRow per fired pane (None: --rollups=off)
 
 
 def _ack_id(stored: Written | DeadLetter) -> Iterator[str]:
@@ -93,19 +98,31 @@ def build_pipeline(
 ) -> PipelineOutputs:
     """Read -> parse/validate -> event time -> write rows; failures -> dead letter; then ack.
 
+    Rollups branch off the events: they never hold up a row or its acknowledgement (a
+    message is acknowledged once its row is written). Their `too_late` notices are dead
+    letters too, but acknowledge nothing: those messages' rows were written.
+
     `before_write` is an optional extra stage on valid events just before the write (tests
     use it to inject element failures; nothing in production passes it).
     """
     raw = pipeline | "ReadEvents" >> source.read()
     parsed = raw | "ParseAndValidate" >> ParseAndValidate(config.rules)
     events = parsed.valid | "AssignEventTime" >> AssignEventTime()
-    if before_write is not None:
-        events = events | "BeforeWrite" >> before_write
-    writes = events | "WriteRows" >> sink.write_rows()
+    to_write = events if before_write is None else events | "BeforeWrite" >> before_write
+    writes = to_write | "WriteRows" >> sink.write_rows()
     dead = {"parse": parsed.invalid, "write": writes.rejected} | "DeadLetter" >> DeadLetters(sink)
     acked = {"rows": writes.written, **dead} | "Acknowledge" >> Acknowledge(source)
+    rollup_rows, notices = None, {}
+    if config.rollups:
+        rollups = events | "Rollups" >> Rollups(config.window, config.allowed_lateness)
+        rollup_rows = rollups[ROWS]
+        refused = rollup_rows | "WriteRollups" >> sink.write_rollups()
+        notices = {"too_late": rollups[TOO_LATE], "rollup_write": refused.rejected} | (
+            "RollupDeadLetter" >> DeadLetters(sink)
+        )
     return PipelineOutputs(
         written=writes.written,
-        dead_letters=tuple(dead.values()),
+        dead_letters=(*dead.values(), *notices.values()),
         acknowledged=tuple(acked.values()),
+        rollups=rollup_rows,
     )

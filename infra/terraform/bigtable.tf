@@ -55,7 +55,8 @@ resource "google_bigtable_table" "telemetry" {
   }
 }
 
-# Per key, per window aggregates written by the coming rollups stage. A late firing rewrites the
+# Per key, per window aggregates written by the rollups stage (stream/transforms/rollup.py):
+# family consent for per-domain rows, telemetry for per-device rows. A late firing rewrites the
 # window's row with the same cell timestamp (the window end), so one version is the whole truth.
 resource "google_bigtable_table" "rollups" {
   name                = var.rollups_table_id
@@ -63,7 +64,10 @@ resource "google_bigtable_table" "rollups" {
   deletion_protection = local.table_deletion_protection
 
   column_family {
-    family = "agg"
+    family = "consent"
+  }
+  column_family {
+    family = "telemetry"
   }
 }
 
@@ -77,10 +81,11 @@ locals {
 
   # Every family of every table above; tests/unit/test_infra.py checks none is missing.
   column_families = {
-    "consent/cf1" = { table = google_bigtable_table.consent.name, family = "cf1" }
-    "telemetry/r" = { table = google_bigtable_table.telemetry.name, family = "r" }
-    "telemetry/m" = { table = google_bigtable_table.telemetry.name, family = "m" }
-    "rollups/agg" = { table = google_bigtable_table.rollups.name, family = "agg" }
+    "consent/cf1"       = { table = google_bigtable_table.consent.name, family = "cf1" }
+    "telemetry/r"       = { table = google_bigtable_table.telemetry.name, family = "r" }
+    "telemetry/m"       = { table = google_bigtable_table.telemetry.name, family = "m" }
+    "rollups/consent"   = { table = google_bigtable_table.rollups.name, family = "consent" }
+    "rollups/telemetry" = { table = google_bigtable_table.rollups.name, family = "telemetry" }
   }
 }
 

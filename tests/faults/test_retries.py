@@ -169,7 +169,7 @@ def test_transient_failures_under_load_verify_clean(
     assert verdict.ok, "\n".join([verdict.line(), *verdict.examples])
     assert faults.calls_failed > 0 and faults.entries_failed > 0
     # The client retried failed entries in place: the job never failed or restarted.
-    assert "pipeline failed" not in pipeline.log()
+    assert "restarting in" not in pipeline.log()
     # 4. No retry ever sent an empty or partial row: every attempt of a row carried all the
     # cells of one of the events sent for that key (a consumed DirectRow would send 0).
     assert faults.empty_mutation_entries == 0
@@ -178,7 +178,8 @@ def test_transient_failures_under_load_verify_clean(
         for group in ledger.table_groups():
             for events in ledger.expected_rows(group):
                 complete[events[0].row_key] |= {len(e.cells) for e in events}
-    per_key = _writes_per_key(proxy)
+    # (Only event rows: the rollup rows go through the same faulty proxy, keyed by window.)
+    per_key = {k: ns for k, ns in _writes_per_key(proxy).items() if k in complete}
     assert sum(len(ns) - 1 for ns in per_key.values()) > 0  # some rows were sent again
     partial = {k: ns for k, ns in per_key.items() if not set(ns) <= complete[k]}
     assert partial == {}

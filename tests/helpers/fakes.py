@@ -58,5 +58,8 @@ class CollectingSink:
     def write_rows(self) -> beam.PTransform:
         return beam.ParDo(_CollectFn(self._reject)).with_outputs("rejected", main="written")
 
+    def write_rollups(self) -> beam.PTransform:
+        return beam.Map(lambda row: row).with_outputs("rejected", main="written")
+
     def dead_letter(self) -> beam.PTransform:
         return beam.Map(lambda letter: letter)

@@ -7,7 +7,7 @@ from loadgen.publish import Publisher
 from loadgen.report import Progress, PublishStats
 from loadgen.traffic import TrafficGenerator, TrafficOptions
 from loadgen.verify import Targets, Verdict, verify
-from schemas.registry import TABLES
+from schemas.registry import EVENT_TABLES
 from tests.helpers.resources import PROJECT, TestResources
 
 MIXED = TrafficOptions(
@@ -20,7 +20,7 @@ def targets(resources: TestResources) -> Targets:
     return Targets(
         project=PROJECT,
         instance=resources.instance,
-        tables={group: resources.table(group) for group in TABLES},
+        tables={group: resources.table(group) for group in EVENT_TABLES},
         dead_letter_subscription=resources.dead_letter_subscription,
     )
 

@@ -49,7 +49,7 @@ def described(entry: RowMutationEntry) -> list[tuple[str, bytes, bytes, int]]:
 
 
 def test_consent_v1_entry() -> None:
-    entry = mutation_entry(consent_v1())
+    entry = mutation_entry(consent_v1().event)
     assert entry.row_key == b"example.com#0b5f8a8e-3d4c-4f4e-9a57-1c2d3e4f5a6b"
     assert described(entry) == [
         ("cf1", b"services", b'["essential-1","ads-2"]', TS),
@@ -65,7 +65,7 @@ def test_consent_v2_entry() -> None:
         "region": "latam",
         "message_timestamp": 1_795_502_453_123,
     }
-    assert described(mutation_entry(valid(ConsentV2, body))) == [
+    assert described(mutation_entry(valid(ConsentV2, body).event)) == [
         ("cf1", b"services", b'["essential-1"]', TS),
         ("cf1", b"message_timestamp", b"2026-11-24T06:40:53.123Z", TS),
         (
@@ -79,7 +79,7 @@ def test_consent_v2_entry() -> None:
 
 
 def test_telemetry_entry() -> None:
-    entry = mutation_entry(telemetry())
+    entry = mutation_entry(telemetry().event)
     assert entry.row_key == b"sensor-7#1795502453123"
     assert described(entry) == [
         ("m", b"firmware", b"2.0.1", TS),
@@ -91,26 +91,26 @@ def test_telemetry_entry() -> None:
 
 def test_ingest_time_cell_is_optional_and_at_the_event_timestamp() -> None:
     # ingested at 2026-11-24T06:41:00.987654Z: stored as epoch millis text
-    with_ingest = mutation_entry(consent_v1(), ingest_micros=1_795_502_460_987_654)
+    with_ingest = mutation_entry(consent_v1().event, ingest_micros=1_795_502_460_987_654)
     assert described(with_ingest)[-1] == ("cf1", b"ingested_at", b"1795502460987", TS)
     assert len(with_ingest.mutations) == 3
-    assert len(mutation_entry(consent_v1()).mutations) == 2
+    assert len(mutation_entry(consent_v1().event).mutations) == 2
 
 
 def test_telemetry_ingest_time_goes_to_the_meta_family() -> None:
-    entry = mutation_entry(telemetry(), ingest_micros=1_795_502_460_000_000)
+    entry = mutation_entry(telemetry().event, ingest_micros=1_795_502_460_000_000)
     assert described(entry)[-1] == ("m", b"ingested_at", b"1795502460000", TS)
 
 
 def test_entries_are_idempotent() -> None:
-    assert mutation_entry(consent_v1()).is_idempotent() is True
+    assert mutation_entry(consent_v1().event).is_idempotent() is True
 
 
 def test_building_twice_gives_equal_fresh_entries() -> None:
     event = consent_v1()
-    first = mutation_entry(event, ingest_micros=1_795_502_460_000_000)
+    first = mutation_entry(event.event, ingest_micros=1_795_502_460_000_000)
     first._to_pb()  # what sending does with it
-    second = mutation_entry(event, ingest_micros=1_795_502_460_000_000)
+    second = mutation_entry(event.event, ingest_micros=1_795_502_460_000_000)
 
     assert first is not second
     assert all(a is not b for a, b in zip(first.mutations, second.mutations, strict=True))

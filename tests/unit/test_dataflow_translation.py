@@ -68,6 +68,9 @@ TOP_LEVEL_STEPS = [
     "WriteRows",
     "DeadLetter",
     "Acknowledge",
+    "Rollups",
+    "WriteRollups",
+    "RollupDeadLetter",
 ]
 NATIVE_READ_STEP = "ReadEvents/ReadFromPubSub/Read"
 
@@ -88,7 +91,18 @@ DATAFLOW_LEAVES = frozenset(
 )
 # Composites are structure only (Dataflow runs their leaves). Beam serialises ReadFromPubSub
 # as a pickled composite (it has no URN of its own); '' is the pipeline's root.
-COMPOSITES = frozenset({"", python_urns.GENERIC_COMPOSITE_TRANSFORM, python_urns.PICKLED_TRANSFORM})
+# The rollups' CombinePerKey is a standard composite Dataflow lifts into its combiner.
+COMBINE_PER_KEY = common_urns.composites.COMBINE_PER_KEY.urn
+COMBINE_GROUPED_VALUES = common_urns.combine_components.COMBINE_GROUPED_VALUES.urn
+COMPOSITES = frozenset(
+    {
+        "",
+        python_urns.GENERIC_COMPOSITE_TRANSFORM,
+        python_urns.PICKLED_TRANSFORM,
+        COMBINE_PER_KEY,
+        COMBINE_GROUPED_VALUES,
+    }
+)
 # Never in this pipeline on Dataflow: an Impulse is how an SDK-side source starts (the pull
 # source, PeriodicImpulse): with it the read would run in the SDK instead of Dataflow's own
 # Pub/Sub reader; TestStream is for tests; a Read of a Beam source would become an SDF wrapper.
@@ -216,14 +230,20 @@ def test_pubsub_read_is_dataflows_native_one(job: Translation) -> None:
 
 def test_only_transforms_dataflow_runs(job: Translation) -> None:
     assert problems(job) == []
+    group_by_key = common_urns.primitives.GROUP_BY_KEY.urn
+    window_into = common_urns.primitives.ASSIGN_WINDOWS.urn
     assert set(job.urns()) == {
         "",
         python_urns.GENERIC_COMPOSITE_TRANSFORM,
         python_urns.PICKLED_TRANSFORM,
+        COMBINE_PER_KEY,
+        COMBINE_GROUPED_VALUES,
         PUBSUB_READ,
         PAR_DO,
+        group_by_key,
+        window_into,
     }
-    assert {t.spec.urn for t in job.leaves()} == {PUBSUB_READ, PAR_DO}
+    assert {t.spec.urn for t in job.leaves()} == {PUBSUB_READ, PAR_DO, group_by_key, window_into}
     environments = job.proto.components.environments.values()
     assert {env.urn for env in environments} == {common_urns.environments.DOCKER.urn}
 

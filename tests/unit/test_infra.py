@@ -234,7 +234,7 @@ def test_worker_member_is_the_worker_service_account() -> None:
 
 EXPECTED_TABLES = {
     **{spec.default_table_id: set(spec.families) for spec in TABLES.values()},
-    "scale-rollups": {"agg"},  # per-window aggregates (coming rollups stage)
+    "scale-rollups": {"consent", "telemetry"},  # per-window aggregates (the rollups stage)
 }
 
 

@@ -478,3 +478,13 @@ def test_perfect_pipeline_verifies_clean_on_mixed_consent_versions(ledger: Ledge
     )
     verdict = judge_generated(ledger, options)
     assert counts(verdict) == (0, 0, 0), verdict.examples
+
+
+def test_too_late_notice_for_a_stored_row_is_not_unexpected(ledger: Ledger) -> None:
+    # The rollups dead-letter an event too late for its window, but its row was written.
+    (seq,) = record(ledger, row("a.example.com#u1", 1_000, services='["essential-1"]'))
+    deliver(ledger, seq, "too_late", stage="rollup")
+    stored = {"a.example.com#u1": {"cf1:services": {1_000: '["essential-1"]'}}}
+    verdict = judge(ledger, stored)
+    assert counts(verdict) == (0, 0, 0)
+    assert verdict.too_late == 1

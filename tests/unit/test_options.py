@@ -45,7 +45,11 @@ def test_defaults_target_the_local_emulator_resources() -> None:
     assert (config.pubsub.id_label, config.pubsub.timestamp_attribute) == (None, None)
     assert config.bigtable.project == "local-project"
     assert config.bigtable.instance == "scale-bigtable"
-    assert config.bigtable.tables == {"consent": "scale-traffic", "telemetry": "telemetry"}
+    assert config.bigtable.tables == {
+        "consent": "scale-traffic",
+        "telemetry": "telemetry",
+        "rollup": "scale-rollups",
+    }
     assert config.bigtable.batch_rows == 500
     assert config.bigtable.timeout == timedelta(seconds=60)
     assert config.bigtable.record_ingest_time is False
@@ -84,7 +88,11 @@ def test_flags_reach_the_config() -> None:
     )
     assert config.bigtable.project == "prod-project"
     assert config.bigtable.instance == "prod-instance"
-    assert config.bigtable.tables == {"consent": "consent_2026", "telemetry": "telemetry.v1"}
+    assert config.bigtable.tables == {
+        "consent": "consent_2026",
+        "telemetry": "telemetry.v1",
+        "rollup": "scale-rollups",
+    }
     assert (config.bigtable.batch_rows, config.pubsub.pull_max_messages) == (1000, 1)
     assert config.bigtable.record_ingest_time is True
     assert config.rules.schema_attribute == "type"

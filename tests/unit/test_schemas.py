@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from schemas.base import MappedEvent
 from schemas.consent import ConsentV1, ConsentV2
-from schemas.registry import DEFAULT_SCHEMA, SCHEMAS, TABLES, lookup
+from schemas.registry import DEFAULT_SCHEMA, EVENT_TABLES, SCHEMAS, TABLES, lookup
 from schemas.telemetry import TelemetryV1
 
 USER = "0b5f8a8e-3d4c-4f4e-9a57-1c2d3e4f5a6b"
@@ -94,7 +94,9 @@ def test_registry_tables_and_families() -> None:
     assert {group: (spec.default_table_id, spec.families) for group, spec in TABLES.items()} == {
         "consent": ("scale-traffic", ("cf1",)),
         "telemetry": ("telemetry", ("r", "m")),
+        "rollup": ("scale-rollups", ("consent", "telemetry")),
     }
+    assert set(EVENT_TABLES) == {"consent", "telemetry"}
     assert ConsentV1.table is ConsentV2.table is TABLES["consent"]
     assert TelemetryV1.table is TABLES["telemetry"]
 
