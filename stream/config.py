@@ -66,6 +66,8 @@ class IngestConfig:
     bigtable: BigtableTarget
     rules: ParseRules = field(default_factory=ParseRules)
     rollups: bool = True
+    input_pattern: str | None = None  # a batch backfill from files instead of Pub/Sub
+    input_schema: str = "consent.v1"
     window: timedelta = timedelta(seconds=60)
     allowed_lateness: timedelta = timedelta(hours=1)
     status_interval: timedelta = timedelta(seconds=5)

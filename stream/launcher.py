@@ -15,6 +15,7 @@ from apache_beam.runners.runner import PipelineState
 from stream import local
 from stream.config import IngestConfig
 from stream.emulators import EmulatorError
+from stream.io.files import FileSource
 from stream.io.pubsub import NativeSource
 from stream.io.pubsub_pull import PullSource
 from stream.io.sink import BigtableSink
@@ -28,7 +29,13 @@ _LOG = logging.getLogger("stream")
 
 
 def source_for(choice: RunnerChoice, config: IngestConfig) -> Source:
-    """Native ReadFromPubSub where the runner implements it, else the pull source."""
+    """Where messages come from.
+
+    Files for a backfill; else Beam's native ReadFromPubSub where the runner implements it
+    (Dataflow, the DirectRunner); else the pull source, which acks after the write.
+    """
+    if config.input_pattern is not None:
+        return FileSource(config.input_pattern, config.rules.schema_attribute, config.input_schema)
     if choice.native_pubsub:
         return NativeSource(config.pubsub)
     return PullSource(config.pubsub)
@@ -42,7 +49,7 @@ def _prepare(options: PipelineOptions, config: IngestConfig, choice: RunnerChoic
     if choice.name == DATAFLOW:
         return
     check_tables(config.bigtable)
-    if not choice.native_pubsub:
+    if not choice.native_pubsub and config.input_pattern is None:
         check_subscription(config)
 
 

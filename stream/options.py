@@ -64,15 +64,29 @@ class IngestOptions(PipelineOptions):
         group.add_argument(
             "--max_event_age_seconds",
             type=int,
-            default=7 * 24 * 3600,
-            help="Older event times are dead-lettered (default 7 days = Pub/Sub retention).",
+            default=None,
+            help="Older event times are dead-lettered. Default: 7 days (Pub/Sub retention) "
+            "when streaming, no limit for a backfill (--input).",
         )
         group.add_argument("--max_future_skew_seconds", type=int, default=300)
         group.add_argument(
             "--rollups",
             choices=("on", "off"),
-            default="on",
-            help="Per-window aggregates per domain and per device (the rollup table).",
+            default=None,
+            help="Per-window aggregates per domain and per device (the rollup table). Default: "
+            "on when streaming, off for a backfill (a partial archive would overwrite a "
+            "window's full aggregate).",
+        )
+        group.add_argument(
+            "--input",
+            default=None,
+            help="Backfill: read JSON-lines files (glob; any Beam filesystem) in batch "
+            "instead of Pub/Sub; one message body per line. No --streaming.",
+        )
+        group.add_argument(
+            "--input_schema",
+            default=None,
+            help="Schema of the --input lines. Default: --default_schema.",
         )
         group.add_argument(
             "--window_seconds", type=int, default=60, help="Rollup window (event time)."
@@ -166,8 +180,21 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
     """Validate the flags and build the run's IngestConfig; raise ConfigError listing problems."""
     ingest = options.view_as(IngestOptions)
     errors: list[str] = []
-    if not options.view_as(StandardOptions).streaming:
-        errors.append("--streaming is required: Pub/Sub is an unbounded source")
+    streaming = bool(options.view_as(StandardOptions).streaming)
+    if ingest.input is None and not streaming:
+        errors.append(
+            "--streaming is required: Pub/Sub is an unbounded source "
+            "(or --input <files> for a batch backfill)"
+        )
+    if ingest.input is not None and streaming:
+        errors.append("--input is a batch backfill: drop --streaming")
+    input_schema = ingest.input_schema or ingest.default_schema
+    if ingest.input_schema is not None and input_schema not in SCHEMAS:
+        errors.append(f"--input_schema={input_schema}: choose one of {', '.join(sorted(SCHEMAS))}")
+    max_age = ingest.max_event_age_seconds
+    if max_age is None:
+        max_age = 7 * 24 * 3600 if ingest.input is None else 100 * 366 * 24 * 3600
+    rollups = ingest.rollups == "on" if ingest.rollups else ingest.input is None
     subscription = ingest.subscription or cfg.subscription_path(
         cfg.LOCAL_PROJECT, cfg.LOCAL_SUBSCRIPTION
     )
@@ -196,7 +223,9 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
             f"--default_schema={ingest.default_schema}: choose one of {', '.join(sorted(SCHEMAS))}"
         )
     _range(errors, "max_message_bytes", ingest.max_message_bytes, 1, 10 * 1024 * 1024)
-    _range(errors, "max_event_age_seconds", ingest.max_event_age_seconds, 1, 366 * 24 * 3600)
+    # Streaming: at most a year (Pub/Sub keeps 7 days); a backfill may reach far back.
+    max_age_limit = 366 * 24 * 3600 if ingest.input is None else 100 * 366 * 24 * 3600
+    _range(errors, "max_event_age_seconds", max_age, 1, max_age_limit)
     _range(errors, "max_future_skew_seconds", ingest.max_future_skew_seconds, 0, 24 * 3600)
     _range(errors, "window_seconds", ingest.window_seconds, 1, 24 * 3600)
     _range(errors, "allowed_lateness_seconds", ingest.allowed_lateness_seconds, 0, 7 * 24 * 3600)
@@ -236,10 +265,12 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
             default_schema=ingest.default_schema,
             schema_attribute=ingest.schema_attribute,
             max_message_bytes=ingest.max_message_bytes,
-            max_event_age=timedelta(seconds=ingest.max_event_age_seconds),
+            max_event_age=timedelta(seconds=max_age),
             max_future_skew=timedelta(seconds=ingest.max_future_skew_seconds),
         ),
-        rollups=ingest.rollups == "on",
+        rollups=rollups,
+        input_pattern=ingest.input,
+        input_schema=input_schema,
         window=timedelta(seconds=ingest.window_seconds),
         allowed_lateness=timedelta(seconds=ingest.allowed_lateness_seconds),
         status_interval=timedelta(seconds=ingest.status_interval_seconds),

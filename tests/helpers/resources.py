@@ -46,10 +46,10 @@ class TestResources:
     def table(self, group: str) -> str:
         return f"{TABLES[group].default_table_id}-{self.suffix}"
 
-    def flags(self, *extra: str) -> list[str]:
+    def flags(self, *extra: str, streaming: bool = True) -> list[str]:
         """Command-line flags pointing the pipeline at these resources."""
         flags = [
-            "--streaming",
+            *(["--streaming"] if streaming else []),
             f"--subscription={self.subscription}",
             f"--dead_letter_topic={self.dead_letter_topic}",
             f"--bigtable_project={PROJECT}",

@@ -326,11 +326,20 @@ def test_every_variable_is_documented() -> None:
 # --- Flex template metadata ------------------------------------------------------------------
 
 
+# The template is the streaming job (launch.py always adds --streaming): the batch backfill's
+# flags have no place in it; backfills run with `python -m stream.main --input ...`.
+BATCH_ONLY_FLAGS = {"input", "input_schema"}
+
+
 def ingest_flags() -> dict[str, argparse.Action]:
-    """Every flag IngestOptions defines, by dest (the name the template passes)."""
+    """Every streaming flag IngestOptions defines, by dest (the name the template passes)."""
     parser = argparse.ArgumentParser()
     IngestOptions._add_argparse_args(parser)
-    return {action.dest: action for action in parser._actions if action.dest != "help"}
+    return {
+        action.dest: action
+        for action in parser._actions
+        if action.dest != "help" and action.dest not in BATCH_ONLY_FLAGS
+    }
 
 
 @cache
@@ -532,6 +541,8 @@ def test_every_parameter_value_the_template_accepts_starts_the_pipeline() -> Non
         "id_label": "message_id",
         "timestamp_attribute": "event_time",
         "emulators": "off",
+        "max_event_age_seconds": "604800",  # default: 7 days when streaming
+        "rollups": "on",  # default: on when streaming
     }
     argv = []
     for name, action in ingest_flags().items():

@@ -100,8 +100,14 @@ def test_flags_reach_the_config() -> None:
     assert config.rules.max_future_skew == timedelta(0)
 
 
+STREAMING_REQUIRED = (
+    "--streaming is required: Pub/Sub is an unbounded source "
+    "(or --input <files> for a batch backfill)"
+)
+
+
 def test_missing_streaming_is_an_error() -> None:
-    assert problems() == {"--streaming is required: Pub/Sub is an unbounded source"}
+    assert problems() == {STREAMING_REQUIRED}
 
 
 def test_every_bad_flag_is_listed_in_one_error() -> None:
@@ -114,7 +120,7 @@ def test_every_bad_flag_is_listed_in_one_error() -> None:
         "--consent_table=bad table",
         "--default_schema=consent.v3",
     ) == {
-        "--streaming is required: Pub/Sub is an unbounded source",
+        STREAMING_REQUIRED,
         "--subscription=request_buffer-sub: expected projects/<p>/subscriptions/<s>",
         "--bigtable_instance=Scale: an instance id is 6-33 of [-a-z0-9]",
         "--pull_max_messages=0: must be between 1 and 1000",
@@ -263,3 +269,40 @@ def test_dataflow_runner_alias_is_dataflow(runner: str) -> None:
     assert problems(*flags) == {
         "--subscription is required on Dataflow (projects/<p>/subscriptions/<s>)"
     }
+
+
+def test_backfill_is_batch_with_no_age_limit_and_no_rollups() -> None:
+    config = to_config(options("--input=archive/*.jsonl"))
+    assert config.input_pattern == "archive/*.jsonl"
+    assert config.input_schema == "consent.v1"
+    assert config.rollups is False
+    assert config.rules.max_event_age >= timedelta(days=365 * 99)
+
+
+def test_backfill_choices_can_be_made_explicitly() -> None:
+    config = to_config(
+        options(
+            "--input=a.jsonl",
+            "--input_schema=telemetry.v1",
+            "--rollups=on",
+            "--max_event_age_seconds=86400",
+        )
+    )
+    assert (config.input_schema, config.rollups) == ("telemetry.v1", True)
+    assert config.rules.max_event_age == timedelta(days=1)
+
+
+def test_backfill_with_streaming_or_a_bad_schema_is_an_error() -> None:
+    assert problems("--input=a.jsonl", "--streaming", "--input_schema=consent.v9") == {
+        "--input is a batch backfill: drop --streaming",
+        "--input_schema=consent.v9: choose one of consent.v1, consent.v2, telemetry.v1",
+    }
+
+
+def test_streaming_keeps_the_seven_day_age_limit_and_rollups() -> None:
+    config = to_config(options("--streaming"))
+    assert config.rules.max_event_age == timedelta(days=7)
+    assert config.rollups is True
+    assert "--max_event_age_seconds=31622401: must be between 1 and 31622400" in problems(
+        "--streaming", "--max_event_age_seconds=31622401"
+    )
