@@ -3,8 +3,14 @@
 Accumulators are keyed by event identity ((user, event ms) for consent, event ms for a
 device's readings), so a message delivered twice (a duplicate publish, a Pub/Sub
 redelivery) counts once. Rows: `<domain or device>#<window start, RFC 3339>`, sortable by
-time within a key; cells are written at the window's end, so every re-fired (late) pane
-overwrites the same cells instead of adding versions.
+time within a key.
+
+Cells are written at the window's end plus the update number in milliseconds (0 for the
+first value of a window, then 1, 2, ... for each late update). A retried update rewrites
+its own cells (same timestamp, no new version). A later update holds everything the earlier
+ones did and writes a newer version, so the newest value wins even when the sink writes
+updates out of order (its bundles for one row may be in flight at the same time; with one
+timestamp per window an older value could be the last write, measured on Prism).
 """
 
 from collections import Counter
@@ -95,6 +101,7 @@ class RollupRow:
     window_start: datetime
     window_end: datetime
     values: dict[str, str]  # qualifier -> text value
+    update: int = 0  # 0 for a window's first value, then 1, 2, ... (late updates)
     table = ROLLUP_TABLE
 
     def row_key(self) -> str:
@@ -102,8 +109,8 @@ class RollupRow:
         return f"{self.key}#{format_rfc3339_millis(self.window_start)}"
 
     def timestamp_micros(self) -> int:
-        """Window end: a re-fired pane rewrites the same cells."""
-        return epoch_millis(self.window_end) * 1000
+        """Window end + update number (ms): newer values win, a retry rewrites itself."""
+        return (epoch_millis(self.window_end) + self.update) * 1000
 
     def cells(self) -> tuple[Cell, ...]:
         family = CONSENT_FAMILY if self.kind == "consent" else TELEMETRY_FAMILY
@@ -142,7 +149,7 @@ def telemetry_values(acc: TelemetryAccumulator) -> dict[str, str]:
 
 
 def rollup_row(
-    kind: str, key: str, acc: Accumulator, start_micros: int, end_micros: int
+    kind: str, key: str, acc: Accumulator, start_micros: int, end_micros: int, update: int = 0
 ) -> RollupRow:
     """The row for one key and window from its accumulated value."""
     values = consent_values(acc) if isinstance(acc, ConsentAccumulator) else telemetry_values(acc)
@@ -152,4 +159,5 @@ def rollup_row(
         window_start=EPOCH + timedelta(microseconds=start_micros),
         window_end=EPOCH + timedelta(microseconds=end_micros),
         values=values,
+        update=update,
     )

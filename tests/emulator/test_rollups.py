@@ -103,6 +103,19 @@ def stored_rollups(resources: TestResources) -> dict[str, dict[str, Any]]:
     return stored
 
 
+def history(resources: TestResources, keys: list[str]) -> list[str]:
+    """Every stored version (pane) of the count cells of some rows: what a failure needs."""
+    lines = []
+    with BigtableDataClient(project=PROJECT) as client:
+        table = client.get_table(resources.instance, resources.table("rollup"))
+        for key in keys:
+            row = table.read_row(key.encode())
+            for cell in row.cells if row else []:
+                if cell.qualifier in (b"requests", b"readings"):
+                    lines.append(f"{key} pane@{cell.timestamp_micros}: {cell.value.decode()}")
+    return lines
+
+
 def differences(
     expected: dict[str, dict[str, Any]], stored: dict[str, dict[str, Any]]
 ) -> list[str]:
@@ -140,5 +153,6 @@ def test_rollups_equal_aggregates_from_the_ledger(resources: TestResources, tmp_
             problems = differences(expected, stored_rollups(resources))
     finally:
         pipeline.stop()
-    assert problems == [], "\n".join(problems[:20])
+    failing = sorted({p.split(" ")[0].rstrip(":") for p in problems if "#" in p})[:3]
+    assert problems == [], "\n".join(problems[:20] + history(resources, failing))
     assert len(expected) > 50  # many domain and device windows, early and late ones

@@ -1,7 +1,8 @@
 """Rollups with TestStream: on-time panes, late updates, too-late dead letters, exact values.
 
-Windows are 60 s with 120 s allowed lateness. The stored aggregate is the last pane for a
-(key, window): each pane is written at the window's end and overwrites the previous one.
+Windows are 60 s with 120 s allowed lateness. The stored aggregate is the newest update of
+a (key, window): each update is written at the window's end + its number in milliseconds.
+Every test runs on the DirectRunner and on Prism (its late panes once went missing).
 """
 
 import json
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -19,6 +21,7 @@ from apache_beam.utils.timestamp import Timestamp
 from stream.config import BigtableTarget, IngestConfig, PubSubEndpoints
 from stream.messages import RawMessage
 from stream.pipeline import build_pipeline
+from stream.runners import find_prism
 from tests.helpers.fakes import CollectingSink, TestStreamSource
 
 # A window-aligned start, a few minutes back so nothing is in the future.
@@ -60,8 +63,28 @@ def reading(seconds: float, temp: float) -> TimestampedValue:
     return TimestampedValue(raw, at(T0 + timedelta(seconds=seconds)))
 
 
-def run(stream: TestStream, expected_panes: list[Any], expected_dead: list[str]) -> None:
-    options = PipelineOptions(["--runner=BundleBasedDirectRunner"])
+PRISM = find_prism()
+
+
+@pytest.fixture(
+    params=[
+        "BundleBasedDirectRunner",
+        pytest.param(
+            "PrismRunner",
+            marks=pytest.mark.skipif(PRISM is None, reason="no Prism binary: run `make prism`"),
+        ),
+    ]
+)
+def runner(request: pytest.FixtureRequest) -> list[str]:
+    if request.param == "PrismRunner":
+        return ["--runner=PrismRunner", f"--prism_location={PRISM}"]
+    return [f"--runner={request.param}"]
+
+
+def run(
+    runner: list[str], stream: TestStream, expected_panes: list[Any], expected_dead: list[str]
+) -> None:
+    options = PipelineOptions(runner)
     options.view_as(StandardOptions).streaming = True
     with TestPipeline(options=options, blocking=True) as p:
         outputs = build_pipeline(p, TestStreamSource(stream), CollectingSink(), CONFIG)
@@ -94,7 +117,7 @@ def consent_values(requests: int, users: int, **services: int) -> tuple[tuple[st
     return tuple(sorted(values.items()))
 
 
-def test_on_time_late_and_too_late() -> None:
+def test_on_time_late_and_too_late(runner: list[str]) -> None:
     stream = (
         TestStream()
         .advance_watermark_to(at(T0))
@@ -108,23 +131,32 @@ def test_on_time_late_and_too_late() -> None:
         )
         .advance_watermark_to(at(T0 + timedelta(seconds=61)))  # window [0, 60) fires
         .add_elements([consent(2, 30, ["analytics-2"])])  # late, within the lateness
+        .advance_watermark_to(at(T0 + timedelta(seconds=90)))
+        .add_elements([consent(4, 10, ["marketing-1"])])  # a second late update
         .advance_watermark_to(at(T0 + timedelta(seconds=200)))  # [0, 60) expires at 180
         .add_elements([consent(3, 50, ["essential-1"])])  # too late for the rollup
         .advance_watermark_to_infinity()
     )
     key = window_key("shop.example.com", 0)
     run(
+        runner,
         stream,
         expected_panes=[
             (key, end_micros(0), consent_values(3, 2, essential_1=3, analytics_2=1)),
-            # the late pane accumulates: the full window's value, written at the same end
-            (key, end_micros(0), consent_values(4, 3, essential_1=3, analytics_2=2)),
+            # each late update holds the full window's value, one millisecond later, so it
+            # is the newest version whatever order the updates are written in
+            (key, end_micros(0) + 1000, consent_values(4, 3, essential_1=3, analytics_2=2)),
+            (
+                key,
+                end_micros(0) + 2000,
+                consent_values(5, 4, essential_1=3, analytics_2=2, marketing_1=1),
+            ),
         ],
         expected_dead=["too_late:rollup:m-3-50"],
     )
 
 
-def test_windows_and_domains_are_separate_rows() -> None:
+def test_windows_and_domains_are_separate_rows(runner: list[str]) -> None:
     stream = (
         TestStream()
         .advance_watermark_to(at(T0))
@@ -138,6 +170,7 @@ def test_windows_and_domains_are_separate_rows() -> None:
         .advance_watermark_to_infinity()
     )
     run(
+        runner,
         stream,
         expected_panes=[
             (window_key("shop.example.com", 0), end_micros(0), consent_values(1, 1, essential_1=1)),
@@ -152,7 +185,7 @@ def test_windows_and_domains_are_separate_rows() -> None:
     )
 
 
-def test_telemetry_count_min_max_mean() -> None:
+def test_telemetry_count_min_max_mean(runner: list[str]) -> None:
     stream = (
         TestStream()
         .advance_watermark_to(at(T0))
@@ -167,6 +200,7 @@ def test_telemetry_count_min_max_mean() -> None:
         "temp_c:mean": repr((20.0 + 22.0 + 27.5) / 3),
     }
     run(
+        runner,
         stream,
         expected_panes=[(window_key("sensor-1", 0), end_micros(0), tuple(sorted(values.items())))],
         expected_dead=[],
