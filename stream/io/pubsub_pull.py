@@ -10,7 +10,8 @@ in the subscription, to be redelivered and rewritten idempotently.
 import time
 import warnings
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.iobase import RestrictionProgress
@@ -87,21 +88,24 @@ class _Watermarks(WatermarkEstimatorProvider):
         return ManualWatermarkEstimator(state)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RESTRICTION = beam.DoFn.RestrictionParam(_PullRestrictions())
 _WATERMARK = beam.DoFn.WatermarkEstimatorParam(_Watermarks())
 
 
-def _to_raw(received: pubsub_v1.types.ReceivedMessage) -> tuple[RawMessage, Timestamp]:
+def _to_raw(received: Any) -> tuple[RawMessage, Timestamp]:
+    """From the raw protobuf ReceivedMessage (proto-plus wrappers cost ~10% of the CPU)."""
     message = received.message
-    published = datetime.fromtimestamp(message.publish_time.timestamp(), tz=UTC)
+    stamp = message.publish_time
+    micros = stamp.seconds * 1_000_000 + stamp.nanos // 1000
     raw = RawMessage(
-        data=bytes(message.data),
+        data=message.data,
         attributes=dict(message.attributes),
         message_id=message.message_id,
-        publish_time=published,
+        publish_time=EPOCH + timedelta(microseconds=micros),
         ack_id=received.ack_id,
     )
-    return raw, Timestamp.from_utc_datetime(published)
+    return raw, Timestamp(micros=micros)
 
 
 class PullMessagesFn(beam.DoFn):
@@ -127,9 +131,7 @@ class PullMessagesFn(beam.DoFn):
     def setup(self) -> None:
         self._subscriber = clients.subscriber()
 
-    def _pull(
-        self, max_messages: int, at_hand_only: bool = False
-    ) -> list[pubsub_v1.types.ReceivedMessage]:
+    def _pull(self, max_messages: int, at_hand_only: bool = False) -> list[Any]:
         request = {"subscription": self._endpoints.subscription, "max_messages": max_messages}
         try:
             with warnings.catch_warnings():
@@ -143,9 +145,9 @@ class PullMessagesFn(beam.DoFn):
                 )
         except (gexc.DeadlineExceeded, gexc.ServiceUnavailable):
             return []  # nothing arrived in time, or a blip: try again after a checkpoint
-        return list(response.received_messages)
+        return list(response._pb.received_messages)  # raw protobuf: see _to_raw
 
-    def _fill(self) -> list[pubsub_v1.types.ReceivedMessage]:
+    def _fill(self) -> list[Any]:
         """One batch: pull, then keep pulling briefly until `pull_max_messages` are in hand.
 
         A server answers a pull with what it has at hand (the emulator: at most 100), and
