@@ -105,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", type=Path, default=Path("bench"))
     bench.add_argument("--quick", action="store_true", help="short steps (smoke run)")
     bench.add_argument("--backlog", type=int, default=200_000, help="messages for the RSS run")
+    bench.add_argument(
+        "--phases",
+        default="ceiling,drain,steps,profile,direct",
+        help="comma-separated subset of ceiling,drain,steps,profile,direct",
+    )
     return parser
 
 
@@ -180,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(count=args.count, rate=args.rate, keep=args.keep)
     from loadgen.bench import run_bench
 
-    return run_bench(output=args.output, quick=args.quick, backlog=args.backlog)
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    return run_bench(output=args.output, quick=args.quick, backlog=args.backlog, phases=phases)
 
 
 if __name__ == "__main__":

@@ -94,9 +94,10 @@ class Results:
     started: str
     machine: dict[str, Any]
     ceiling: list[dict[str, Any]] = field(default_factory=list)
-    pipeline_drain: dict[str, Any] = field(default_factory=dict)
+    # per configuration: "rollups on" (the default) and "rollups off" (rows only)
+    pipeline_drain: dict[str, dict[str, Any]] = field(default_factory=dict)
+    steps: dict[str, list[Step]] = field(default_factory=dict)
     direct_runner_drain: dict[str, Any] = field(default_factory=dict)
-    steps: list[Step] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
 
@@ -220,7 +221,6 @@ def _cpu_seconds() -> dict[str, float]:
     roles = {
         "cbtemulator": "bigtable emulator",
         "java": "pubsub emulator",
-        "prism": "prism runner",
     }
     me = os.getpid()
     totals: Counter[str] = Counter()
@@ -235,6 +235,8 @@ def _cpu_seconds() -> dict[str, float]:
             role = "load generator (this process)"
         elif "stream.main" in cmd:
             role = "pipeline (python SDK harness)"
+        elif name.startswith("prism"):
+            role = "prism runner"
         else:
             role = roles.get(name, "")
         if role:
@@ -425,41 +427,76 @@ def _plot(results: Results, output: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = results.steps
-    offered = [s.offered_rate for s in steps]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    left.plot(offered, [s.ingest_rate for s in steps], "o-", label="pipeline (Prism) ingest rate")
-    left.plot(offered, offered, ":", color="grey", label="offered = ingested")
+    top = 0.0
+    for (name, steps), style in zip(results.steps.items(), ("o-", "s--"), strict=False):
+        offered = [s.offered_rate for s in steps]
+        top = max([top, *offered])
+        left.plot(offered, [s.ingest_rate for s in steps], style, label=f"pipeline, {name}")
+        for s in steps:
+            if not s.sustained:
+                left.annotate("not sustained", (s.offered_rate, s.ingest_rate), fontsize=8)
+        for q, marker in (("p50", "o"), ("p99", "^")):
+            right.plot(
+                offered,
+                [getattr(s, f"latency_{q}") for s in steps],
+                style[1:] + marker,
+                label=f"{q}, {name}",
+            )
+    if top:
+        left.plot([0, top], [0, top], ":", color="grey", label="offered = ingested")
     best = results.summary.get("ceiling_rate", 0.0)
     if best:
         left.axhline(best, color="red", linestyle="--", label=f"raw-client ceiling {best:.0f}/s")
     direct = results.direct_runner_drain.get("drain_rate", 0.0)
     if direct:
         left.axhline(direct, color="purple", linestyle="-.", label=f"DirectRunner {direct:.0f}/s")
-    for s in steps:
-        if not s.sustained:
-            left.annotate("not sustained", (s.offered_rate, s.ingest_rate), fontsize=8)
     left.set_xlabel("offered rate (messages/s)")
     left.set_ylabel("rows/s")
-    left.set_title("Throughput vs offered rate")
-    left.legend(fontsize=8)
-    for q, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
-        right.plot(offered, [getattr(s, f"latency_{q}") for s in steps], style, label=q)
+    left.set_title("Throughput vs offered rate (Prism)")
+    left.legend(fontsize=7)
     right.set_xlabel("offered rate (messages/s)")
     right.set_ylabel("publish -> row latency (s)")
-    right.set_title("Latency vs offered rate (pipeline)")
+    right.set_title("Latency vs offered rate (Prism)")
     right.set_yscale("log")
-    right.legend(fontsize=8)
+    right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(output / "throughput.png", dpi=110)
 
 
-def run_bench(output: Path, quick: bool, backlog: int) -> int:
-    """Run every phase; write results.json and throughput.png into `output`."""
+CONFIGS = {"rollups on": [], "rollups off": ["--rollups=off"]}
+PHASES = ("ceiling", "drain", "steps", "profile", "direct")
+
+
+def _steps(
+    client: BigtableDataClient,
+    name: str,
+    flags: list[str],
+    rates: list[float],
+    seconds: float,
+    best_ceiling: float,
+) -> tuple[list[Step], PipelineProcess, str, _WrittenHint]:
+    topic, phase_flags = _phase(f"steps-{name.replace(' ', '-')}")
+    pipeline = _pipeline(
+        [*phase_flags, *flags], RUN_DIR / f"bench-steps-{name.replace(' ', '-')}.log"
+    )
+    hint = _WrittenHint(pipeline)
+    time.sleep(8)  # start-up (Prism, SDK harness) before offering load
+    steps = []
+    for rate in rates:
+        step = _step(client, topic, rate, seconds, hint)
+        steps.append(step)
+        if not step.sustained or step.offered_rate > 1.2 * best_ceiling:
+            break
+    return steps, pipeline, topic, hint
+
+
+def run_bench(output: Path, quick: bool, backlog: int, phases: tuple[str, ...] = PHASES) -> int:
+    """Run the phases; write results.json and throughput.png into `output`."""
     output.mkdir(parents=True, exist_ok=True)
     RUN_DIR.mkdir(exist_ok=True)
     step_seconds = 15.0 if quick else 60.0
-    rates = [500.0, 1000.0, 2000.0] if quick else [500, 1000, 1500, 2000, 2500, 3000, 3500]
+    rates = [500.0, 1000.0, 2000.0] if quick else [500.0 * n for n in range(1, 9)]
     results = Results(
         started=datetime.now(UTC).isoformat(timespec="seconds"),
         machine={
@@ -468,6 +505,8 @@ def run_bench(output: Path, quick: bool, backlog: int) -> int:
             "python": platform.python_version(),
             "beam": beam.version.__version__,
             "quick": quick,
+            "backlog": backlog,
+            "phases": list(phases),
         },
     )
     with ExitStack() as stack:
@@ -475,57 +514,83 @@ def run_bench(output: Path, quick: bool, backlog: int) -> int:
         config: IngestConfig = to_config(PipelineOptions(["--streaming"]))
         local.provision(config)
         with BigtableDataClient(project=cfg.LOCAL_PROJECT) as client:
-            ceiling_n = 10_000 if quick else 60_000
-            for threads in (1, 2):
-                domain = f"ceiling{threads}.bench.example.com"
-                topic, flags = _phase(f"ceiling{threads}")
-                print(f"bench: ceiling with {threads} thread(s), {ceiling_n} messages")
-                sent, _ = _publish(topic, domain, 1e9, ceiling_n, None)
-                phase_config = to_config(PipelineOptions(["--streaming", *flags]))
-                outcome = ceiling.drain(phase_config, sent, threads)
-                results.ceiling.append({**asdict(outcome), "rate": round(outcome.rate, 1)})
-                print(f"bench: ceiling {threads} thread(s): {outcome.rate:.0f}/s")
-            results.pipeline_drain = _drain_phase(client, backlog, [], "drain")
-            steps_topic, steps_flags = _phase("steps")
-            pipeline = _pipeline(steps_flags, RUN_DIR / "bench-steps.log")
-            hint = _WrittenHint(pipeline)
-            stack.callback(pipeline.stop)
-            time.sleep(8)  # start-up (Prism, SDK harness) before offering load
-            best_ceiling = max(c["rate"] for c in results.ceiling)
-            for rate in rates:
-                step = _step(client, steps_topic, float(rate), step_seconds, hint)
-                results.steps.append(step)
-                if not step.sustained or step.offered_rate > 1.2 * best_ceiling:
-                    break
-            profile_rate = max((s.offered_rate for s in results.steps if s.sustained), default=500)
-            print(f"bench: profiling the pipeline at {profile_rate:.0f}/s")
-            profiler = threading.Thread(
-                target=lambda: results.profile.update(_profile(pipeline.process.pid, 15, output)),
-                daemon=True,
-            )
-            profiler.start()
-            _step(client, steps_topic, profile_rate, 20.0, hint)
-            profiler.join()
-            pipeline.stop()
-            direct_n = 2_000 if quick else 6_000
-            results.direct_runner_drain = _drain_phase(
-                client, direct_n, ["--runner=BundleBasedDirectRunner"], "direct"
-            )
-    sustained = [s.ingest_rate for s in results.steps if s.sustained]
-    best = max(c["rate"] for c in results.ceiling)
-    results.summary = {
-        "ceiling_rate": best,
-        "pipeline_sustained_rate": max(sustained, default=0.0),
-        "pipeline_drain_rate": results.pipeline_drain.get("drain_rate", 0.0),
-        "ratio_sustained_to_ceiling": round(max(sustained, default=0.0) / best, 3),
-        "ratio_drain_to_ceiling": round(results.pipeline_drain.get("drain_rate", 0.0) / best, 3),
-        "direct_runner_drain_rate": results.direct_runner_drain.get("drain_rate", 0.0),
-        "pipeline_lost": results.pipeline_drain.get("lost", 0)
-        + sum(s.published - s.rows for s in results.steps),
-    }
-    payload = asdict(results)
-    (output / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    _plot(results, output)
+            if "ceiling" in phases:
+                ceiling_n = 10_000 if quick else 60_000
+                for threads in (1, 2):
+                    domain = f"ceiling{threads}.bench.example.com"
+                    topic, flags = _phase(f"ceiling{threads}")
+                    print(f"bench: ceiling with {threads} thread(s), {ceiling_n} messages")
+                    sent, _ = _publish(topic, domain, 1e9, ceiling_n, None)
+                    phase_config = to_config(PipelineOptions(["--streaming", *flags]))
+                    outcome = ceiling.drain(phase_config, sent, threads)
+                    results.ceiling.append({**asdict(outcome), "rate": round(outcome.rate, 1)})
+                    print(f"bench: ceiling {threads} thread(s): {outcome.rate:.0f}/s")
+            best_ceiling = max((c["rate"] for c in results.ceiling), default=0.0)
+            if "drain" in phases:
+                for name, flags in CONFIGS.items():
+                    n = backlog if name == "rollups on" else min(backlog, 60_000)
+                    tag = f"drain-{name.replace(' ', '-')}"
+                    results.pipeline_drain[name] = _drain_phase(client, n, flags, tag)
+            if "steps" in phases:
+                for name, flags in CONFIGS.items():
+                    steps, pipeline, topic, hint = _steps(
+                        client, name, flags, rates, step_seconds, best_ceiling or 1e9
+                    )
+                    results.steps[name] = steps
+                    if "profile" in phases and name == "rollups on":
+                        sustained = [s.offered_rate for s in steps if s.sustained]
+                        rate = max(sustained, default=500.0)
+                        print(f"bench: profiling the pipeline at {rate:.0f}/s")
+                        profiler = threading.Thread(
+                            target=lambda pid: results.profile.update(_profile(pid, 15, output)),
+                            args=(pipeline.process.pid,),
+                            daemon=True,
+                        )
+                        profiler.start()
+                        _step(client, topic, rate, 20.0, hint)
+                        profiler.join()
+                    pipeline.stop()
+            if "direct" in phases:
+                direct_n = 2_000 if quick else 6_000
+                results.direct_runner_drain = _drain_phase(
+                    client, direct_n, ["--runner=BundleBasedDirectRunner"], "direct"
+                )
+    results.summary = _summary(results, best_ceiling)
+    (output / "results.json").write_text(json.dumps(asdict(results), indent=2) + "\n")
+    if results.steps:
+        _plot(results, output)
     print(f"bench: summary {json.dumps(results.summary)}")
-    print(f"bench: wrote {output / 'results.json'} and {output / 'throughput.png'}")
+    print(f"bench: wrote {output / 'results.json'}")
     return 0
+
+
+def _summary(results: Results, best_ceiling: float) -> dict[str, Any]:
+    summary: dict[str, Any] = {"ceiling_rate": best_ceiling}
+    lost = 0
+    for name in CONFIGS:
+        steps = results.steps.get(name, [])
+        sustained = max((s.ingest_rate for s in steps if s.sustained), default=0.0)
+        drain = results.pipeline_drain.get(name, {})
+        lost += drain.get("lost", 0) + sum(s.published - s.rows for s in steps)
+        summary[name] = {
+            "sustained_rate": sustained,
+            "drain_rate": drain.get("drain_rate", 0.0),
+            "peak_rss_mib": drain.get("peak_rss_mib", 0.0),
+            "ratio_sustained_to_ceiling": round(sustained / best_ceiling, 3)
+            if best_ceiling
+            else None,
+            "ratio_drain_to_ceiling": round(drain.get("drain_rate", 0.0) / best_ceiling, 3)
+            if best_ceiling
+            else None,
+            "latency_at_best_sustained": next(
+                (
+                    {"p50": s.latency_p50, "p95": s.latency_p95, "p99": s.latency_p99}
+                    for s in sorted(steps, key=lambda s: -s.offered_rate)
+                    if s.sustained
+                ),
+                None,
+            ),
+        }
+    summary["direct_runner_drain_rate"] = results.direct_runner_drain.get("drain_rate", 0.0)
+    summary["lost"] = lost
+    return summary
