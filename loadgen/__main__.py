@@ -110,6 +110,11 @@ def _parser() -> argparse.ArgumentParser:
         default="ceiling,drain,steps,profile,direct",
         help="comma-separated subset of ceiling,drain,steps,profile,direct",
     )
+    bench.add_argument(
+        "--configs",
+        default="on,off",
+        help="pipeline configs to run: rollups on, off, or on,off",
+    )
     return parser
 
 
@@ -186,7 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     from loadgen.bench import run_bench
 
     phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
-    return run_bench(output=args.output, quick=args.quick, backlog=args.backlog, phases=phases)
+    names = {"on": "rollups on", "off": "rollups off"}
+    configs = tuple(names[c] for c in args.configs.split(",") if c in names)
+    if not configs or len(configs) != len(args.configs.split(",")):
+        sys.exit("error: --configs takes on, off or on,off")
+    return run_bench(
+        output=args.output, quick=args.quick, backlog=args.backlog, phases=phases, configs=configs
+    )
 
 
 if __name__ == "__main__":
