@@ -130,6 +130,15 @@ class PullMessagesFn(beam.DoFn):
 
     def setup(self) -> None:
         self._subscriber = clients.subscriber()
+        self._yielded = False
+
+    def start_bundle(self) -> None:
+        # A runner may put several readers in one bundle (Prism does, when the pipeline has
+        # stages after a shuffle). Once one of them yielded a batch, the others must not
+        # long-poll: the batch's last rows are flushed at the end of the bundle, and an
+        # empty long poll (about 10 s on the emulator) held them back (measured: the last
+        # rows of every burst landed 9.2 s late with rollups on, p99 0.14 s meanwhile).
+        self._yielded = False
 
     def _pull(self, max_messages: int, at_hand_only: bool = False) -> list[Any]:
         request = {"subscription": self._endpoints.subscription, "max_messages": max_messages}
@@ -147,7 +156,7 @@ class PullMessagesFn(beam.DoFn):
             return []  # nothing arrived in time, or a blip: try again after a checkpoint
         return list(response._pb.received_messages)  # raw protobuf: see _to_raw
 
-    def _fill(self) -> list[Any]:
+    def _fill(self, at_hand_only: bool = False) -> list[Any]:
         """One batch: pull, then keep pulling briefly until `pull_max_messages` are in hand.
 
         A server answers a pull with what it has at hand (the emulator: at most 100), and
@@ -156,7 +165,7 @@ class PullMessagesFn(beam.DoFn):
         when traffic is light the first pull comes back partial and nothing waits.
         """
         wanted = self._endpoints.pull_max_messages
-        received = self._pull(wanted)  # long poll: waits for the first message
+        received = self._pull(wanted, at_hand_only)  # a long poll, unless told otherwise
         deadline = time.monotonic() + self._endpoints.pull_fill.total_seconds()
         while received and len(received) < wanted and time.monotonic() < deadline:
             more = self._pull(wanted - len(received), at_hand_only=True)
@@ -176,7 +185,7 @@ class PullMessagesFn(beam.DoFn):
         position = tracker.current_restriction().start
         if not tracker.try_claim(position):
             return
-        received = self._fill()
+        received = self._fill(at_hand_only=self._yielded)
         now = Timestamp.now()
         if not received:
             self._empty.inc()
@@ -189,6 +198,7 @@ class PullMessagesFn(beam.DoFn):
             raw, published = _to_raw(item)
             oldest = min(oldest, published)
             yield TimestampedValue(raw, published)
+        self._yielded = True
         self._pulled.inc(len(received))
         self._lag.set(int((now - oldest).micros // 1000))
         # A full pull means more is waiting: with source_lag_ms, the backlog signal.
