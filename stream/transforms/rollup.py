@@ -62,6 +62,11 @@ def _observe(event: ValidEvent) -> Iterator[Keyed]:
         yield (kind, key), (fact, raw.message_id, raw.data, raw.attributes, event.event.schema_name)
 
 
+def window_expiry(end_micros: int, lateness_micros: int) -> int:
+    """When a window stops accepting late data: end - 1 ms + allowed lateness (see the gate)."""
+    return end_micros - 1000 + lateness_micros
+
+
 EXPIRIES = userstate.BagStateSpec("expiries", VarIntCoder())  # pending window expiries
 EXPIRED = userstate.ReadModifyWriteStateSpec("expired_up_to", VarIntCoder())
 TIMER = userstate.TimerSpec("expiry", userstate.TimeDomain.WATERMARK)
@@ -91,7 +96,7 @@ class LatenessGate(beam.DoFn):
         # at ...999999 us with the timestamp ...999000, so a us expiry never looked expired
         # and the timer re-fired forever. Earlier is safe: it only holds the watermark sooner.
         start = event_micros - event_micros % self._window
-        return start + self._window - 1000 + self._lateness
+        return window_expiry(start + self._window, self._lateness)
 
     @no_annotations
     def process(
@@ -222,9 +227,8 @@ class Accumulate(beam.DoFn):
         whole: Accumulator | None = accumulated.read()
         if whole is None:
             whole = delta
-            # After the window's expiry the combine emits nothing more for it (ms-aligned,
-            # like the gate's expiries).
-            cleanup.set(Timestamp(micros=end - 1000 + self._lateness))
+            # After the window's expiry the combine emits nothing more for it.
+            cleanup.set(Timestamp(micros=window_expiry(end, self._lateness)))
         else:
             whole.merge(delta)  # type: ignore[arg-type]
         update = updates.read() or 0
