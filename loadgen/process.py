@@ -29,8 +29,12 @@ class PipelineProcess:
         """Whether the process is still running."""
         return self.process.poll() is None
 
-    def stop(self, timeout: float = 60) -> int:
-        """Ctrl-C, as a user would; returns the exit code."""
+    def stop(self, timeout: float = 120) -> int:
+        """Ctrl-C, as a user would; returns the exit code.
+
+        The DirectRunner can take about a minute to cancel (measured 59 s on CI), so the
+        grace period before SIGKILL is two minutes.
+        """
         if self.alive():
             self.process.send_signal(signal.SIGINT)
             try:
