@@ -1,10 +1,12 @@
 """The mapping contract: how one validated event becomes one Bigtable row."""
 
 import json
+import math
 import re
 from abc import abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -109,23 +111,50 @@ def format_rfc3339_millis(moment: datetime) -> str:
 RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$"
 )
+# Epoch numbers below this are seconds, above it milliseconds: 1e11 s is the year 5138 and
+# 1e11 ms is 1973-03-03, so for any event after March 1973 the two readings cannot be confused
+# (a millisecond value of 1970-1973 read as seconds lands centuries in the future and is
+# refused by the future-skew check, never stored as a wrong time).
+EPOCH_SECONDS_BELOW = 100_000_000_000
+EPOCH_MILLIS_BELOW = 253_402_300_800_000  # 10000-01-01T00:00:00Z
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _from_epoch_number(value: int | float) -> datetime:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("epoch time must be a finite number")
+    # repr() is the shortest text that round-trips the float: 1614939630.123 stays .123 exactly
+    # instead of the binary value's .12299990654.
+    exact = Decimal(value) if isinstance(value, int) else Decimal(repr(value))
+    if exact < 0 or exact >= EPOCH_MILLIS_BELOW:
+        raise ValueError(
+            "epoch time out of range: send seconds or milliseconds since 1970 (before 10000)"
+        )
+    millis = exact * 1000 if exact < EPOCH_SECONDS_BELOW else exact
+    return EPOCH + timedelta(milliseconds=int(millis))  # truncated to the millisecond
 
 
 def parse_event_time(value: Any) -> datetime:
-    """Accept an RFC 3339 string with an offset, or integer epoch milliseconds."""
+    """An RFC 3339 string with an offset, or a JSON number of epoch seconds or milliseconds.
+
+    Surrounding whitespace is ignored. Numbers below 1e11 are seconds, others milliseconds;
+    fractions are allowed. Refused on purpose: a string without an offset (its time zone is
+    a guess), digits in a string (a number is sent as a number), booleans.
+    """
     if isinstance(value, bool):
         raise ValueError("must be an RFC 3339 string or epoch milliseconds, not a boolean")
-    if isinstance(value, int):
-        if not 0 <= value < 253_402_300_800_000:  # year 10000
-            raise ValueError("epoch milliseconds out of range")
-        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=value)
+    if isinstance(value, int | float):
+        return _from_epoch_number(value)
     if isinstance(value, str):
-        if not RFC3339.match(value):
-            if RFC3339.match(value + "Z"):
+        text = value.strip()
+        if not RFC3339.match(text):
+            if RFC3339.match(text + "Z"):
                 raise ValueError("RFC 3339 timestamp needs an offset (e.g. Z or +01:00)")
+            if text.isascii() and text.replace(".", "", 1).isdigit():
+                raise ValueError("epoch time must be a JSON number, not a string")
             raise ValueError(f"not an RFC 3339 timestamp: {value[:64]!r}")
         # fromisoformat takes at most 6 fraction digits: nanoseconds are truncated first.
-        text = re.sub(r"(\.\d{6})\d+", r"\1", value.replace("z", "Z"))
+        text = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("z", "Z"))
         try:
             return datetime.fromisoformat(text).astimezone(UTC)
         except (ValueError, OverflowError):  # e.g. 9999-12-31T23:59:59-01:00 overflows
@@ -133,12 +162,46 @@ def parse_event_time(value: Any) -> datetime:
     raise ValueError("must be an RFC 3339 string or epoch milliseconds")
 
 
+@dataclass(frozen=True, slots=True)
+class ValidationContext:
+    """What validation needs besides the message (pydantic's `context`).
+
+    `bounds`: the accepted event-time range. `services`: the operators' service catalog
+    (None: any well-formed id). `event_time_fallback`: the time given to a message that has
+    no event time (None: such a message is refused as missing the field).
+    """
+
+    bounds: TimeBounds | None = None
+    services: frozenset[str] | None = None
+    event_time_fallback: datetime | None = None
+
+
+class _Absent:
+    """Default of an event-time field: "the message has none" (null counts as none too)."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+ABSENT: Any = _Absent()
+
+
+def event_time_field(value: Any, info: ValidationInfo) -> datetime:
+    """Validate an event-time field; an absent (or null) one takes the context's fallback."""
+    if value is ABSENT or value is None:
+        context = info.context
+        if isinstance(context, ValidationContext) and context.event_time_fallback is not None:
+            return context.event_time_fallback.astimezone(UTC)
+        raise PydanticCustomError("missing", "Field required")
+    return parse_event_time(value)
+
+
 class MappedEvent(BaseModel):
     """Base of every message type: a frozen, strictly validated model that maps to one row.
 
     Subclasses declare `schema_name`, `table` and `columns`, and implement `row_key`,
-    `event_time` and `column_values`. Validation with a `TimeBounds` context also rejects
-    event times outside the configured skew.
+    `event_time` and `column_values`. Validation with a `ValidationContext` also rejects
+    event times outside its bounds.
     """
 
     # strict: no silent coercion ("21.5" is not a number, 0 is not a boolean); JSON input
@@ -163,9 +226,9 @@ class MappedEvent(BaseModel):
 
     @model_validator(mode="after")
     def _event_time_within_bounds(self, info: ValidationInfo) -> "MappedEvent":
-        bounds = info.context
-        if isinstance(bounds, TimeBounds):
-            bounds.check(self.event_time())
+        context = info.context
+        if isinstance(context, ValidationContext) and context.bounds is not None:
+            context.bounds.check(self.event_time())
         return self
 
     def timestamp_micros(self) -> int:

@@ -4,15 +4,18 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from schemas.base import (
+    ABSENT,
     Column,
     Encoding,
     MappedEvent,
     TableSpec,
+    ValidationContext,
+    event_time_field,
     format_rfc3339_millis,
-    parse_event_time,
 )
 
 FAMILY = "cf1"
@@ -20,20 +23,45 @@ CONSENT_TABLE = TableSpec(group="consent", default_table_id="scale-traffic", fam
 
 # A DNS name: labels of letters, digits and inner hyphens, at least one dot, <= 253 chars.
 DOMAIN_PATTERN = r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$"
-# Service ids look like `essential-1`, `analytics-12`, `marketing-5`.
-SERVICE_ID_PATTERN = r"^[a-z][a-z0-9]{0,31}-[0-9]{1,4}$"
+# A service id is a category and a number: `essential-1`, `web_performance_and_analytics-3` (the
+# seed's 25 ids), `ads-12`. The category is lower-case words joined by `_` or `-`.
+SERVICE_ID_PATTERN = r"^[a-z][a-z0-9]*(?:[_-][a-z0-9]+)*-[0-9]{1,4}$"
+MAX_SERVICE_ID = 64
 MAX_SERVICES = 64
+UNKNOWN_SERVICE_ERROR = "unknown_service"  # pydantic error type: an id outside the catalog
 
 Domain = Annotated[str, Field(max_length=253, pattern=DOMAIN_PATTERN)]
-ServiceId = Annotated[str, Field(pattern=SERVICE_ID_PATTERN)]
+ServiceId = Annotated[str, Field(max_length=MAX_SERVICE_ID, pattern=SERVICE_ID_PATTERN)]
 
 
-def _no_duplicates(ids: list[str]) -> None:
+def _stripped(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _stripped_ids(value: Any) -> Any:
+    """Surrounding whitespace removed from each id (list items that are not text stay)."""
+    if not isinstance(value, list):
+        return value
+    return [_stripped(item) for item in value]
+
+
+def _check_ids(ids: list[str], info: ValidationInfo) -> None:
+    """Each id once; with a service catalog in the context, every id in it."""
     seen: set[str] = set()
     for service in ids:
         if service in seen:
             raise ValueError(f"service {service!r} is listed twice")
         seen.add(service)
+    context = info.context
+    catalog = context.services if isinstance(context, ValidationContext) else None
+    if catalog is not None:
+        unknown = [service for service in ids if service not in catalog]
+        if unknown:
+            raise PydanticCustomError(
+                UNKNOWN_SERVICE_ERROR,
+                "unknown service {ids} (not in the service catalog of {size} ids)",
+                {"ids": ", ".join(map(repr, unknown)), "size": len(catalog)},
+            )
 
 
 class _ConsentBase(MappedEvent):
@@ -43,18 +71,34 @@ class _ConsentBase(MappedEvent):
 
     user: UUID
     domain: Domain
-    message_timestamp: datetime
+    message_timestamp: datetime = Field(default=ABSENT, validate_default=True)
+
+    @field_validator("user", mode="before")
+    @classmethod
+    def _strip_user(cls, value: Any) -> Any:
+        return _stripped(value)  # any UUID form pydantic reads; stored canonically (lower case)
 
     @field_validator("domain", mode="before")
     @classmethod
-    def _lowercase_domain(cls, value: Any) -> Any:
-        # ASCII only: str.lower() maps e.g. the Kelvin sign to "k", which would pass.
-        return value.lower() if isinstance(value, str) and value.isascii() else value
+    def _normalise_domain(cls, value: Any) -> Any:
+        """Whitespace and one trailing dot (`example.com.`) removed, lower-cased.
+
+        ASCII only: Unicode names have several normalisations (IDNA 2003 maps `ß` to `ss`,
+        IDNA 2008 keeps it; `str.lower()` maps the Kelvin sign to `k`), so one domain could
+        become two keys or two domains one. Producers send the `xn--` form instead.
+        """
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text.isascii():
+            raise ValueError("must be ASCII; send an internationalised name in its xn-- form")
+        text = text.lower()
+        return text[:-1] if text.endswith(".") else text
 
     @field_validator("message_timestamp", mode="before")
     @classmethod
-    def _parse_timestamp(cls, value: Any) -> datetime:
-        return parse_event_time(value)
+    def _parse_timestamp(cls, value: Any, info: ValidationInfo) -> datetime:
+        return event_time_field(value, info)
 
     def row_key(self) -> str:
         """`domain#user`, the seed product's key: all users of a domain are contiguous."""
@@ -76,10 +120,15 @@ class ConsentV1(_ConsentBase):
 
     services: Annotated[list[ServiceId], Field(max_length=MAX_SERVICES)]
 
+    @field_validator("services", mode="before")
+    @classmethod
+    def _strip_services(cls, value: Any) -> Any:
+        return _stripped_ids(value)
+
     @field_validator("services")
     @classmethod
-    def _unique_services(cls, value: list[str]) -> list[str]:
-        _no_duplicates(value)
+    def _known_services(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        _check_ids(value, info)
         return value
 
     def column_values(self) -> dict[str, Any]:
@@ -97,6 +146,11 @@ class ServiceGrant(BaseModel):
 
     id: ServiceId
     granted: bool
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _strip_id(cls, value: Any) -> Any:
+        return _stripped(value)
 
 
 class ConsentV2(_ConsentBase):
@@ -119,8 +173,8 @@ class ConsentV2(_ConsentBase):
 
     @field_validator("services")
     @classmethod
-    def _unique_services(cls, value: list[ServiceGrant]) -> list[ServiceGrant]:
-        _no_duplicates([grant.id for grant in value])
+    def _known_services(cls, value: list[ServiceGrant], info: ValidationInfo) -> list[ServiceGrant]:
+        _check_ids([grant.id for grant in value], info)
         return value
 
     def column_values(self) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from schemas.base import (
+    ABSENT,
     Cell,
     Column,
     Encoding,
@@ -13,8 +14,8 @@ from schemas.base import (
     TableSpec,
     encode,
     epoch_millis,
+    event_time_field,
     format_rfc3339_millis,
-    parse_event_time,
 )
 
 READINGS_FAMILY = "r"
@@ -44,14 +45,14 @@ class TelemetryV1(MappedEvent):
     )
 
     device_id: DeviceId
-    recorded_at: datetime
+    recorded_at: datetime = Field(default=ABSENT, validate_default=True)
     readings: Annotated[dict[ReadingName, float], Field(min_length=1, max_length=64)]
     firmware: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")]
 
     @field_validator("recorded_at", mode="before")
     @classmethod
-    def _parse_timestamp(cls, value: Any) -> datetime:
-        return parse_event_time(value)
+    def _parse_timestamp(cls, value: Any, info: ValidationInfo) -> datetime:
+        return event_time_field(value, info)
 
     def row_key(self) -> str:
         """`device_id#<13-digit epoch millis>`: sortable by time within a device."""

@@ -19,9 +19,15 @@ class ErrorKind(StrEnum):
     UNEXPECTED_FIELD = "unexpected_field"
     INVALID_FIELD = "invalid_field"
     EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
+    UNKNOWN_SERVICE = "unknown_service"
     ROW_KEY_TOO_LARGE = "row_key_too_large"
     WRITE_REJECTED = "write_rejected"
     TOO_LATE = "too_late"
+
+
+# Set by the file source on every line: its file's modification time (RFC 3339, ms), the
+# event time of lines without one under `--missing_event_time=file_mtime`.
+SOURCE_MTIME_ATTRIBUTE = "source_mtime"
 
 
 class Stage(StrEnum):

@@ -1,7 +1,7 @@
 """Every flag of the pipeline, and their validation into an IngestConfig at startup."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apache_beam.options.pipeline_options import (
@@ -10,9 +10,11 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
+from schemas.base import parse_event_time
 from schemas.registry import SCHEMAS, TABLES
 from stream import config as cfg
-from stream.validate import ParseRules
+from stream.catalog import CatalogError, load_catalog
+from stream.validate import EventTimeFallback, MissingEventTime, ParseRules
 
 SUBSCRIPTION_RE = re.compile(
     r"^projects/([a-z][-a-z0-9:.]{4,61}[a-z0-9])/subscriptions/([^/]{3,255})$"
@@ -69,6 +71,22 @@ class IngestOptions(PipelineOptions):
             "when streaming, no limit for a backfill (--input).",
         )
         group.add_argument("--max_future_skew_seconds", type=int, default=300)
+        group.add_argument(
+            "--missing_event_time",
+            default=str(MissingEventTime.REJECT),
+            help="A message without an event time: reject (dead letter, missing_field); "
+            "publish_time (streaming: its Pub/Sub publish time, what the seed's scale_endpoint "
+            "function stamped); file_mtime (backfill: the file's modification time); or an "
+            "RFC 3339 instant (backfill: e.g. 2021-03-05T00:00:00Z). Never the wall clock: "
+            "a replay must rewrite the same cells.",
+        )
+        group.add_argument(
+            "--service_catalog",
+            default=None,
+            help="File (local or gs://) listing the known service ids, one per line or a JSON "
+            "list; an id outside it is dead-lettered as unknown_service. Default: any "
+            "well-formed id.",
+        )
         group.add_argument(
             "--rollups",
             choices=("on", "off"),
@@ -176,6 +194,44 @@ def _range(errors: list[str], flag: str, value: int, low: int, high: int) -> Non
         errors.append(f"--{flag}={value}: must be between {low} and {high}")
 
 
+def _event_time_fallback(errors: list[str], value: str, backfill: bool) -> EventTimeFallback:
+    flag = f"--missing_event_time={value}"
+    try:
+        mode = MissingEventTime(value)
+    except ValueError:
+        try:
+            instant = parse_event_time(value)
+        except ValueError as exc:
+            errors.append(
+                f"{flag}: choose reject, publish_time, file_mtime or an RFC 3339 instant ({exc})"
+            )
+            return EventTimeFallback()
+        if not backfill:
+            errors.append(f"{flag}: a fixed instant is for a backfill (--input) only")
+        elif instant > datetime.now(UTC):
+            errors.append(f"{flag}: the instant is in the future")
+        return EventTimeFallback(MissingEventTime.FIXED, instant)
+    if mode is MissingEventTime.FIXED:
+        errors.append(f"{flag}: give the instant itself, e.g. 2021-03-05T00:00:00Z")
+    elif mode is MissingEventTime.PUBLISH_TIME and backfill:
+        errors.append(
+            f"{flag}: files have no publish time; use file_mtime or a fixed RFC 3339 instant"
+        )
+    elif mode is MissingEventTime.FILE_MTIME and not backfill:
+        errors.append(f"{flag}: only a backfill (--input) reads files; use publish_time")
+    return EventTimeFallback(mode)
+
+
+def _catalog(errors: list[str], path: str | None) -> frozenset[str] | None:
+    if path is None:
+        return None
+    try:
+        return load_catalog(path)
+    except CatalogError as exc:
+        errors.append(f"--service_catalog={exc}")
+        return None
+
+
 def to_config(options: PipelineOptions) -> cfg.IngestConfig:
     """Validate the flags and build the run's IngestConfig; raise ConfigError listing problems."""
     ingest = options.view_as(IngestOptions)
@@ -227,6 +283,8 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
     max_age_limit = 366 * 24 * 3600 if ingest.input is None else 100 * 366 * 24 * 3600
     _range(errors, "max_event_age_seconds", max_age, 1, max_age_limit)
     _range(errors, "max_future_skew_seconds", ingest.max_future_skew_seconds, 0, 24 * 3600)
+    fallback = _event_time_fallback(errors, ingest.missing_event_time, ingest.input is not None)
+    catalog = _catalog(errors, ingest.service_catalog)
     _range(errors, "window_seconds", ingest.window_seconds, 1, 24 * 3600)
     _range(errors, "allowed_lateness_seconds", ingest.allowed_lateness_seconds, 0, 7 * 24 * 3600)
     # MutateRows allows 100,000 mutations per request; a row here has at most ~70 cells.
@@ -267,6 +325,8 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
             max_message_bytes=ingest.max_message_bytes,
             max_event_age=timedelta(seconds=max_age),
             max_future_skew=timedelta(seconds=ingest.max_future_skew_seconds),
+            service_catalog=catalog,
+            missing_event_time=fallback,
         ),
         rollups=rollups,
         input_pattern=ingest.input,

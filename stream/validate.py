@@ -1,15 +1,60 @@
 """Decode and validate one raw message: a pure function from bytes to an event or a reason."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from pydantic import ValidationError
 
-from schemas.base import EVENT_TIME_ERROR, MAX_ROW_KEY_BYTES, TimeBounds
+from schemas.base import (
+    EVENT_TIME_ERROR,
+    MAX_ROW_KEY_BYTES,
+    TimeBounds,
+    ValidationContext,
+    parse_event_time,
+)
+from schemas.consent import UNKNOWN_SERVICE_ERROR
 from schemas.registry import SCHEMAS
-from stream.messages import DeadLetter, ErrorKind, RawMessage, Stage, ValidEvent
+from stream.messages import (
+    SOURCE_MTIME_ATTRIBUTE,
+    DeadLetter,
+    ErrorKind,
+    RawMessage,
+    Stage,
+    ValidEvent,
+)
 
 MAX_ERROR_TEXT = 900  # Pub/Sub attribute values are limited to 1024 bytes.
+
+
+class MissingEventTime(StrEnum):
+    """What a message without an event time gets (`--missing_event_time`)."""
+
+    REJECT = "reject"  # dead-lettered as missing_field (the default)
+    PUBLISH_TIME = "publish_time"  # the Pub/Sub publish time, as the seed's scale_endpoint did
+    FILE_MTIME = "file_mtime"  # backfill: the modification time of the line's file
+    FIXED = "fixed"  # backfill: one explicit instant
+
+
+@dataclass(frozen=True, slots=True)
+class EventTimeFallback:
+    """The policy for messages without an event time; never the wall clock (not replayable)."""
+
+    mode: MissingEventTime = MissingEventTime.REJECT
+    instant: datetime | None = None  # for FIXED
+
+    def for_message(self, raw: RawMessage) -> datetime | None:
+        """The event time this message gets if it has none (None: it is refused)."""
+        if self.mode is MissingEventTime.PUBLISH_TIME:
+            return raw.publish_time
+        if self.mode is MissingEventTime.FIXED:
+            return self.instant
+        if self.mode is MissingEventTime.FILE_MTIME:
+            try:
+                return parse_event_time(raw.attributes.get(SOURCE_MTIME_ATTRIBUTE, ""))
+            except ValueError:
+                return None  # no usable time: the message is refused as missing it
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +66,8 @@ class ParseRules:
     max_message_bytes: int = 64 * 1024
     max_event_age: timedelta = timedelta(days=7)
     max_future_skew: timedelta = timedelta(minutes=5)
+    service_catalog: frozenset[str] | None = None  # None: any well-formed service id
+    missing_event_time: EventTimeFallback = field(default_factory=EventTimeFallback)
 
 
 def _reject(
@@ -45,6 +92,9 @@ def _classify(exc: ValidationError) -> tuple[ErrorKind, str]:
         kind = ErrorKind.UNEXPECTED_FIELD
     elif EVENT_TIME_ERROR in types:
         kind = ErrorKind.EVENT_TIME_OUT_OF_RANGE
+    elif types == {UNKNOWN_SERVICE_ERROR}:
+        # Only when nothing else is wrong: a message a catalog change cannot fix is not one.
+        kind = ErrorKind.UNKNOWN_SERVICE
     else:
         kind = ErrorKind.INVALID_FIELD
     parts = []
@@ -75,9 +125,14 @@ def validate(raw: RawMessage, rules: ParseRules, now: datetime) -> ValidEvent | 
         text = raw.data.decode("utf-8")
     except UnicodeDecodeError as exc:
         return _reject(raw, ErrorKind.NOT_UTF8, f"the message body is not UTF-8: {exc}", schema)
-    bounds = TimeBounds(now=now, max_age=rules.max_event_age, max_future=rules.max_future_skew)
+    context = ValidationContext(
+        bounds=TimeBounds(now=now, max_age=rules.max_event_age, max_future=rules.max_future_skew),
+        services=rules.service_catalog,
+        event_time_fallback=rules.missing_event_time.for_message(raw),
+    )
     try:
-        event = model.model_validate_json(text, context=bounds)
+        # A leading byte-order mark is ignored (RFC 8259 allows it; Windows tools write it).
+        event = model.model_validate_json(text.removeprefix("\ufeff"), context=context)
     except ValidationError as exc:
         kind, error = _classify(exc)
         return _reject(raw, kind, f"{schema}: {error}", schema)

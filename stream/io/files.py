@@ -1,17 +1,20 @@
 """A batch source for backfills: JSON-lines files, one message body per line.
 
 Each line becomes a RawMessage with the configured schema attribute and its provenance
-(`source_file`, `source_line`, message id `<file>:<line>`), so dead letters say where a bad
-line came from. Replaying the same files rewrites the same cells: rows are idempotent.
+(`source_file`, `source_line`, `source_mtime`, message id `<file>:<line>`), so dead letters
+say where a bad line came from. Replaying the same files rewrites the same cells: rows are
+idempotent.
 """
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.typehints.decorators import no_annotations
 
-from stream.messages import RawMessage
+from schemas.base import format_rfc3339_millis
+from stream.messages import SOURCE_MTIME_ATTRIBUTE, RawMessage
 
 
 class _ReadLines(beam.DoFn):
@@ -22,6 +25,11 @@ class _ReadLines(beam.DoFn):
     @no_annotations
     def process(self, readable: fileio.ReadableFile) -> Iterator[RawMessage]:
         path = readable.metadata.path
+        provenance = {self._attribute: self._schema, "source_file": path}
+        mtime = readable.metadata.last_updated_in_seconds
+        if mtime:  # 0.0: the filesystem did not say
+            modified = datetime.fromtimestamp(mtime, tz=UTC)
+            provenance[SOURCE_MTIME_ATTRIBUTE] = format_rfc3339_millis(modified)
         with readable.open() as lines:
             for number, line in enumerate(lines, start=1):
                 data = line.rstrip(b"\r\n")
@@ -29,11 +37,7 @@ class _ReadLines(beam.DoFn):
                     continue  # blank lines are not messages
                 yield RawMessage(
                     data=data,
-                    attributes={
-                        self._attribute: self._schema,
-                        "source_file": path,
-                        "source_line": str(number),
-                    },
+                    attributes={**provenance, "source_line": str(number)},
                     message_id=f"{path}:{number}",
                 )
 

@@ -4,7 +4,7 @@ import base64
 import json
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import apache_beam as beam
@@ -25,6 +25,7 @@ ATTRIBUTE_PREFIX = "deadletter_"
 MAX_ATTRIBUTES = 100  # Pub/Sub's limit per message
 MAX_ATTRIBUTE_VALUE = 1024
 ACK_CHUNK = 1000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LOG = logging.getLogger(__name__)
 
 
@@ -61,10 +62,17 @@ def dead_letter_message(letter: DeadLetter) -> tuple[bytes, dict[str, str]]:
     return json.dumps(envelope, sort_keys=True).encode(), ours
 
 
-def _from_pubsub_message(message: PubsubMessage) -> RawMessage:
+def _from_pubsub_message(message: PubsubMessage, element_time: Timestamp | None) -> RawMessage:
+    """The RawMessage of a native read's message.
+
+    `element_time` is the element's timestamp, which is the publish time when the read has no
+    timestamp attribute: the fallback for a runner that leaves `publish_time` unset.
+    """
     publish_time = message.publish_time
     if publish_time is not None and not isinstance(publish_time, datetime):
         publish_time = datetime.fromtimestamp(publish_time.timestamp(), tz=UTC)
+    if publish_time is None and element_time is not None:
+        publish_time = EPOCH + timedelta(microseconds=element_time.micros)
     return RawMessage(
         data=message.data or b"",
         attributes=dict(message.attributes or {}),
@@ -72,6 +80,17 @@ def _from_pubsub_message(message: PubsubMessage) -> RawMessage:
         publish_time=publish_time,
         ack_id=None,
     )
+
+
+class _ToRawMessage(beam.DoFn):
+    def __init__(self, timestamp_is_publish_time: bool) -> None:
+        self._publish_time_fallback = timestamp_is_publish_time
+
+    @no_annotations
+    def process(
+        self, message: PubsubMessage, timestamp: Timestamp = beam.DoFn.TimestampParam
+    ) -> Iterator[RawMessage]:
+        yield _from_pubsub_message(message, timestamp if self._publish_time_fallback else None)
 
 
 class NativeSource:
@@ -101,7 +120,7 @@ class NativeSource:
                     id_label=endpoints.id_label,
                     timestamp_attribute=endpoints.timestamp_attribute,
                 )
-                | "ToRawMessage" >> beam.Map(_from_pubsub_message)
+                | "ToRawMessage" >> beam.ParDo(_ToRawMessage(endpoints.timestamp_attribute is None))
             )
 
         return _read()

@@ -543,13 +543,17 @@ def test_every_parameter_value_the_template_accepts_starts_the_pipeline() -> Non
         "emulators": "off",
         "max_event_age_seconds": "604800",  # default: 7 days when streaming
         "rollups": "on",  # default: on when streaming
+        "service_catalog": "gs://my-bucket/service-catalog.txt",
     }
+    # Read at start-up from GCS, which is out of reach here (test_options reads a local one).
+    not_started = {"service_catalog"}
     argv = []
     for name, action in ingest_flags().items():
         value = samples.get(name, action.default)
         assert value is not None, f"no sample for {name}"
         assert accepts(name, str(value)), f"{name}={value}"
-        argv.append(f"--{name}={value}")
+        if name not in not_started:
+            argv.append(f"--{name}={value}")
     options = PipelineOptions(DATAFLOW_ARGS + flex_argv(argv))
     config = to_config(options)
     assert config.bigtable.record_ingest_time is True

@@ -1,12 +1,13 @@
 """Flags -> IngestConfig: local defaults, every problem listed at once, emulator rules."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from stream.options import ConfigError, to_config, uses_emulators
-from stream.validate import ParseRules
+from stream.validate import EventTimeFallback, MissingEventTime, ParseRules
 
 LOCAL_SUB = "projects/local-project/subscriptions/request_buffer-sub"
 PROD_SUB = "projects/prod-project/subscriptions/events-sub"
@@ -306,3 +307,85 @@ def test_streaming_keeps_the_seven_day_age_limit_and_rollups() -> None:
     assert "--max_event_age_seconds=31622401: must be between 1 and 31622400" in problems(
         "--streaming", "--max_event_age_seconds=31622401"
     )
+
+
+# --- messages without an event time, and the service catalog ----------------------------
+
+
+def test_missing_event_time_defaults_to_reject() -> None:
+    fallback = to_config(options("--streaming")).rules.missing_event_time
+    assert fallback == EventTimeFallback(MissingEventTime.REJECT)
+
+
+def test_publish_time_fallback_is_for_streaming() -> None:
+    rules = to_config(options("--streaming", "--missing_event_time=publish_time")).rules
+    assert rules.missing_event_time == EventTimeFallback(MissingEventTime.PUBLISH_TIME)
+    assert problems("--input=a.jsonl", "--missing_event_time=publish_time") == {
+        "--missing_event_time=publish_time: files have no publish time; use file_mtime or a "
+        "fixed RFC 3339 instant"
+    }
+
+
+def test_backfill_fallbacks_are_for_files_only() -> None:
+    mtime = to_config(options("--input=a.jsonl", "--missing_event_time=file_mtime")).rules
+    assert mtime.missing_event_time == EventTimeFallback(MissingEventTime.FILE_MTIME)
+    fixed = to_config(options("--input=a.jsonl", "--missing_event_time=2021-03-05T01:00:00+01:00"))
+    assert fixed.rules.missing_event_time == EventTimeFallback(
+        MissingEventTime.FIXED, datetime(2021, 3, 5, tzinfo=UTC)
+    )
+    assert problems("--streaming", "--missing_event_time=file_mtime") == {
+        "--missing_event_time=file_mtime: only a backfill (--input) reads files; use publish_time"
+    }
+    assert problems("--streaming", "--missing_event_time=2021-03-05T00:00:00Z") == {
+        "--missing_event_time=2021-03-05T00:00:00Z: a fixed instant is for a backfill (--input) "
+        "only"
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("now", "choose reject, publish_time, file_mtime or an RFC 3339 instant"),
+        ("fixed", "give the instant itself, e.g. 2021-03-05T00:00:00Z"),
+        ("2999-01-01T00:00:00Z", "the instant is in the future"),
+        ("2021-03-05T00:00:00", "needs an offset"),
+    ],
+)
+def test_bad_fallbacks_say_what_to_write(value: str, problem: str) -> None:
+    (line,) = problems("--input=a.jsonl", f"--missing_event_time={value}")
+    assert line.startswith(f"--missing_event_time={value}: ") and problem in line
+
+
+def test_service_catalog_is_read_at_start_up(tmp_path: Path) -> None:
+    catalog = tmp_path / "services.txt"
+    catalog.write_text("# the seed's marketing ids\nmarketing-1\n  marketing-2  # comment\n\n")
+    rules = to_config(options("--streaming", f"--service_catalog={catalog}")).rules
+    assert rules.service_catalog == frozenset({"marketing-1", "marketing-2"})
+    as_json = tmp_path / "services.json"
+    as_json.write_text('["essential-1", "web_performance_and_analytics-3"]')
+    rules = to_config(options("--streaming", f"--service_catalog={as_json}")).rules
+    assert rules.service_catalog == frozenset({"essential-1", "web_performance_and_analytics-3"})
+    assert to_config(options("--streaming")).rules.service_catalog is None
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "the catalog lists no service ids"),
+        ("# nothing\n", "the catalog lists no service ids"),
+        ("essential-1\nMarketing 2\n", "line 2: 'Marketing 2'"),
+        ('["essential-1", 7]', "item 1: 7"),
+        ('{"ids": []}', "not service ids (a category and a number, e.g. essential-1): line 1"),
+        ("[essential-1", "not a JSON list of service ids"),
+    ],
+)
+def test_a_bad_catalog_fails_at_start_up(tmp_path: Path, text: str, problem: str) -> None:
+    catalog = tmp_path / "services.txt"
+    catalog.write_text(text)
+    (line,) = problems("--streaming", f"--service_catalog={catalog}")
+    assert line.startswith(f"--service_catalog={catalog}: ") and problem in line
+
+
+def test_a_missing_catalog_names_the_file(tmp_path: Path) -> None:
+    (line,) = problems("--streaming", f"--service_catalog={tmp_path}/absent.txt")
+    assert "absent.txt: cannot read the service catalog" in line
