@@ -1,15 +1,17 @@
-"""`python -m loadgen publish|verify|demo|bench`: load, check, show."""
+"""`python -m loadgen publish|verify|seed-files|demo|seed-demo|bench`: load, check, show."""
 
 import argparse
 import math
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from loadgen.ledger import Ledger
 from loadgen.publish import Publisher
 from loadgen.report import Progress
-from loadgen.traffic import DEFAULT_MIX, TrafficGenerator, TrafficOptions, from_file
+from loadgen.seed import write_request_files
+from loadgen.traffic import DEFAULT_MIX, Replay, TrafficGenerator, TrafficOptions, from_file
 from loadgen.verify import Targets, verify
 from schemas.registry import EVENT_TABLES
 from stream import config as cfg
@@ -84,8 +86,33 @@ def _parser() -> argparse.ArgumentParser:
         default=64 * 1024,
         help="the pipeline's --max_message_bytes (for payload_too_large)",
     )
-    pub.add_argument("--from-file", type=Path, help="replay a JSON-lines file, one body a line")
+    pub.add_argument(
+        "--from-file",
+        type=Path,
+        help="replay a JSON-lines file, one message body a line (e.g. `seed-files` output)",
+    )
     pub.add_argument("--from-file-schema", default="consent.v1")
+    pub.add_argument(
+        "--stamp",
+        action="store_true",
+        help="with --from-file: add message_timestamp at publish, as the seed's scale_endpoint "
+        "function did. Without it, lines without a time are expected to get their publish "
+        "time (run the pipeline with --missing_event_time=publish_time).",
+    )
+    pub.add_argument(
+        "--max-event-age-seconds",
+        type=_positive,
+        default=7 * 24 * 3600,
+        help="the pipeline's --max_event_age_seconds (older replayed lines: dead letters)",
+    )
+
+    files = sub.add_parser(
+        "seed-files", help="write request files in the seed generator's exact format"
+    )
+    files.add_argument("--count", type=int, required=True, help="lines in all")
+    files.add_argument("--files", type=int, default=4, help="spread over this many files")
+    files.add_argument("--seed", type=int, default=1)
+    files.add_argument("--out", type=Path, required=True, help="directory (created)")
 
     ver = sub.add_parser("verify", help="compare the ledger with Bigtable and the dead letters")
     ver.add_argument("--ledger", type=Path, required=True)
@@ -100,6 +127,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, default=5000)
     demo.add_argument("--rate", type=_positive, default=500.0)
     demo.add_argument("--keep", action="store_true", help="leave the emulators running")
+
+    seed_demo = sub.add_parser(
+        "seed-demo", help="the seed's flow: request file -> replay -> pipeline -> verify -> lookups"
+    )
+    seed_demo.add_argument("--count", type=int, default=5000)
+    seed_demo.add_argument("--rate", type=_positive, default=500.0)
+    seed_demo.add_argument(
+        "--unstamped",
+        action="store_true",
+        help="replay the lines as they are; the pipeline stamps them with --missing_event_time"
+        "=publish_time (instead of stamping at replay, as scale_endpoint did)",
+    )
+    seed_demo.add_argument("--keep", action="store_true", help="leave the emulators running")
 
     bench = sub.add_parser("bench", help="pipeline vs raw-client ceiling; bench/results.json")
     bench.add_argument("--output", type=Path, default=Path("bench"))
@@ -124,7 +164,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
         sys.exit("error: --count must not be negative")
     _require_emulator(PUBSUB_ENV, args.topic, LOCAL_TOPIC)
     if args.from_file:
-        messages = from_file(args.from_file, args.from_file_schema, args.max_message_bytes)
+        replay = Replay(
+            schema=args.from_file_schema,
+            stamp=args.stamp,
+            max_message_bytes=args.max_message_bytes,
+            max_event_age=timedelta(seconds=args.max_event_age_seconds),
+        )
+        messages = from_file(args.from_file, replay)
     else:
         try:
             options = TrafficOptions(
@@ -177,6 +223,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if verdict.ok else 1
 
 
+def cmd_seed_files(args: argparse.Namespace) -> int:
+    """Write the files and say where."""
+    if args.count < 0 or args.files < 1:
+        sys.exit("error: --count must not be negative and --files must be at least 1")
+    for path in write_request_files(args.out, args.count, args.files, args.seed):
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch a subcommand."""
     args = _parser().parse_args(argv)
@@ -184,10 +239,18 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_publish(args)
     if args.command == "verify":
         return cmd_verify(args)
+    if args.command == "seed-files":
+        return cmd_seed_files(args)
     if args.command == "demo":
         from loadgen.demo import run_demo
 
         return run_demo(count=args.count, rate=args.rate, keep=args.keep)
+    if args.command == "seed-demo":
+        from loadgen.demo import run_seed_demo
+
+        return run_seed_demo(
+            count=args.count, rate=args.rate, stamped=not args.unstamped, keep=args.keep
+        )
     from loadgen.bench import run_bench
 
     phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())

@@ -15,6 +15,7 @@ Writes bench/results.json and bench/throughput.png. Nothing here asserts timings
 import json
 import os
 import platform
+import random
 import re
 import statistics
 import subprocess
@@ -40,7 +41,8 @@ from loadgen import ceiling
 from loadgen.process import PipelineProcess
 from loadgen.publish import Publisher
 from loadgen.report import Progress
-from loadgen.traffic import Planned, expected_row
+from loadgen.seed import endpoint_timestamp, seed_request
+from loadgen.traffic import Planned, planned_row
 from stream import config as cfg
 from stream import local
 from stream.config import IngestConfig
@@ -105,18 +107,13 @@ class Results:
 
 
 def _messages(domain: str) -> Iterator[Planned]:
-    """consent.v1 events with unique keys under `domain`, event time = generation time."""
+    """Seed-shaped consent.v1 events with unique keys under `domain`, stamped when generated."""
+    rng = random.Random(domain)  # noqa: S311 - traffic, not cryptography
     while True:
-        now = datetime.now(UTC)
-        yield expected_row(
-            "consent.v1",
-            {
-                "user": str(uuid.uuid4()),
-                "domain": domain,
-                "services": ["essential-1", "analytics-2"],
-                "message_timestamp": now.isoformat(timespec="milliseconds"),
-            },
-        )
+        request = seed_request(rng)
+        request["domain"] = domain  # a phase's rows are counted by their key prefix
+        request["message_timestamp"] = endpoint_timestamp(datetime.now(UTC))
+        yield planned_row("consent.v1", request)
 
 
 def _publish(

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadgen.expect import PUBLISH_TIME
 from loadgen.traffic import LOADGEN_ID, Planned
 
 SCHEMA = """
@@ -20,13 +21,15 @@ CREATE TABLE IF NOT EXISTS messages (
     expect TEXT NOT NULL,              -- row | deadletter
     table_group TEXT NOT NULL,
     row_key TEXT NOT NULL,
-    ts INTEGER NOT NULL,               -- cell timestamp, micros
+    ts INTEGER NOT NULL,               -- cell timestamp, micros (-1: the publish time)
     cells TEXT NOT NULL,               -- JSON {"family:qualifier": value}
     reason TEXT NOT NULL,              -- expected dead-letter kind
     duplicate_of INTEGER,
     status TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | failed
     message_id TEXT,
-    error TEXT
+    error TEXT,
+    sent_from INTEGER,                 -- the publish call of the attempt that succeeded, and
+    sent_until INTEGER                 -- its confirmation (epoch micros): the publish window
 );
 CREATE INDEX IF NOT EXISTS messages_by_key ON messages (table_group, row_key, ts);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -42,12 +45,17 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 
 @dataclass(frozen=True, slots=True)
 class ExpectedEvent:
-    """One sent message that must produce (or be superseded in) a row."""
+    """One sent message that must produce (or be superseded in) a row.
+
+    `ts` PUBLISH_TIME: the cell timestamp is the message's publish time, which only Pub/Sub
+    knows exactly; it lies within `window` (the publish call until its confirmation).
+    """
 
     seq: int
     row_key: str
     ts: int
     cells: dict[str, str]
+    window: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +134,15 @@ class Ledger:
         )
         self._db.execute("COMMIT")
 
-    def settle(self, sent: Iterable[tuple[int, str]], failed: Iterable[tuple[int, str]]) -> None:
-        """Record publish outcomes: (seq, message_id) sent, (seq, error) failed."""
+    def settle(
+        self, sent: Iterable[tuple[int, str, int, int]], failed: Iterable[tuple[int, str]]
+    ) -> None:
+        """Record publish outcomes: (seq, message_id, window from, until) sent, (seq, error)."""
         self._db.execute("BEGIN")
         self._db.executemany(
-            "UPDATE messages SET status='sent', message_id=? WHERE seq=?",
-            [(mid, seq) for seq, mid in sent],
+            "UPDATE messages SET status='sent', message_id=?, sent_from=?, sent_until=?"
+            " WHERE seq=?",
+            [(mid, start, end, seq) for seq, mid, start, end in sent],
         )
         self._db.executemany(
             "UPDATE messages SET status='failed', error=? WHERE seq=?",
@@ -163,16 +174,17 @@ class Ledger:
     def expected_rows(self, table_group: str) -> Iterator[list[ExpectedEvent]]:
         """Sent row events of one table, grouped by row key, in Bigtable's key order."""
         cursor = self._db.execute(
-            "SELECT seq, row_key, ts, cells FROM messages WHERE expect='row' AND status='sent'"
-            " AND table_group=? ORDER BY row_key, ts",
+            "SELECT seq, row_key, ts, cells, sent_from, sent_until FROM messages"
+            " WHERE expect='row' AND status='sent' AND table_group=? ORDER BY row_key, ts",
             (table_group,),
         )
         group: list[ExpectedEvent] = []
-        for seq, key, ts, cells in cursor:
+        for seq, key, ts, cells, start, end in cursor:
             if group and group[0].row_key != key:
                 yield group
                 group = []
-            group.append(ExpectedEvent(seq, key, ts, json.loads(cells)))
+            window = (start, end) if ts == PUBLISH_TIME and start is not None else None
+            group.append(ExpectedEvent(seq, key, ts, json.loads(cells), window))
         if group:
             yield group
 

@@ -24,6 +24,12 @@ class _Outcome:
     attempt: int
     message_id: str | None
     error: str | None
+    started: int  # epoch micros: the publish call ...
+    confirmed: int  # ... and its confirmation, the window holding the publish time
+
+
+def _now_micros() -> int:
+    return time.time_ns() // 1000
 
 
 def _limited(
@@ -60,6 +66,7 @@ class Publisher:
         attributes = dict(planned.attributes)
         if self._ledger is not None:
             attributes[LOADGEN_ID] = self._ledger.loadgen_id(seq)
+        started = _now_micros()
         future = self._client.publish(self._topic, planned.data, retry=PUBLISH_RETRY, **attributes)
         self._outstanding += 1
 
@@ -67,14 +74,15 @@ class Publisher:
             try:
                 message_id = f.result()  # type: ignore[attr-defined]
             except Exception as exc:
-                self._results.put(_Outcome(seq, attempt, None, f"{type(exc).__name__}: {exc}"))
+                error = f"{type(exc).__name__}: {exc}"
+                self._results.put(_Outcome(seq, attempt, None, error, started, _now_micros()))
             else:
-                self._results.put(_Outcome(seq, attempt, message_id, None))
+                self._results.put(_Outcome(seq, attempt, message_id, None, started, _now_micros()))
 
         future.add_done_callback(done)
 
     def _settle(self, block: bool = False) -> None:
-        sent: list[tuple[int, str]] = []
+        sent: list[tuple[int, str, int, int]] = []
         failed: list[tuple[int, str]] = []
         while self._outstanding:
             try:
@@ -83,7 +91,7 @@ class Publisher:
                 break
             self._outstanding -= 1
             if outcome.message_id is not None:
-                sent.append((outcome.seq, outcome.message_id))
+                sent.append((outcome.seq, outcome.message_id, outcome.started, outcome.confirmed))
                 self._planned.pop(outcome.seq, None)
                 continue
             self.stats.errors += 1

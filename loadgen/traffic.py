@@ -1,9 +1,10 @@
 """Realistic, reproducible traffic (`--seed`) and what each message must produce.
 
-Content is a pure function of (row key, event-time millisecond): two events that happen to
-share both carry identical cells, so "latest event wins" is never ambiguous. Valid events'
-expected cells come from the schema mapping; invalid messages carry the reason the
-generator built them to fail with.
+Consent traffic has the seed product's shape (loadgen/seed.py): its five domains, its 25
+service ids and its subset rule. Content is a pure function of (row key, event-time
+millisecond): two events that happen to share both carry identical cells, so "latest event
+wins" is never ambiguous. Expectations come from the ledger's own oracle (loadgen/expect.py),
+never from the pipeline's code; invalid messages carry the reason they were built to fail with.
 """
 
 import hashlib
@@ -15,16 +16,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from schemas.base import MappedEvent, format_rfc3339_millis
-from schemas.registry import SCHEMAS
-from stream.messages import DeadLetter, RawMessage
-from stream.validate import ParseRules, validate
+from loadgen.expect import ExpectedRow, UnmappableError, event_time, expected_row, rfc3339_millis
+from loadgen.seed import SEED_DOMAINS, SEED_SERVICES, endpoint_timestamp, stamp
 
-SERVICE_CATALOGUE = tuple(
-    f"{kind}-{n}"
-    for kind in ("essential", "analytics", "functional", "marketing", "personalisation")
-    for n in range(1, 6)
-)
+SCHEMAS = ("consent.v1", "consent.v2", "telemetry.v1")  # the schemas this generator can build
 REGIONS = ("eu", "us", "apac", "latam", "mea")
 READINGS = ("temperature_c", "humidity_pct", "pressure_hpa", "battery_v")
 DEFAULT_MIX = {"consent.v1": 0.6, "consent.v2": 0.2, "telemetry.v1": 0.2}
@@ -42,6 +37,7 @@ INVALID_KINDS = {
 }
 LOADGEN_ID = "loadgen_id"
 MAX_OUT_OF_ORDER_SECONDS = 7 * 24 * 3600 - 3600  # the pipeline's default max age, less 1 h
+ANY_KIND = ""  # a dead letter of whatever kind (a replayed line the oracle cannot map)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +52,22 @@ class Planned:
     row_key: str = ""
     timestamp_micros: int = 0
     cells: dict[str, str] = field(default_factory=dict)  # "family:qualifier" -> value
-    reason: str = ""  # the dead-letter kind, when expect == "deadletter"
+    reason: str = ""  # the dead-letter kind, when expect == "deadletter" (ANY_KIND: any)
     duplicate_of: int | None = None
+
+    @classmethod
+    def row(cls, schema: str, data: bytes, expected: ExpectedRow) -> "Planned":
+        """A message that must become `expected` (timestamp PUBLISH_TIME: its publish time)."""
+        return cls(
+            data=data,
+            attributes={"schema": schema},
+            schema=schema,
+            expect="row",
+            table_group=expected.table_group,
+            row_key=expected.row_key,
+            timestamp_micros=expected.timestamp_micros,
+            cells=expected.cells,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +81,6 @@ class TrafficOptions:
     late_ratio: float = 0.0
     out_of_order_seconds: float = 600.0
     users: int = 10_000
-    domains: int = 50
     devices: int = 1_000
     max_message_bytes: int = 64 * 1024
 
@@ -91,23 +100,10 @@ class TrafficOptions:
             raise ValueError("; ".join(problems))
 
 
-def _row_for(schema: str, data: bytes, event: MappedEvent) -> Planned:
-    return Planned(
-        data=data,
-        attributes={"schema": schema},
-        schema=schema,
-        expect="row",
-        table_group=event.table.group,
-        row_key=event.row_key(),
-        timestamp_micros=event.timestamp_micros(),
-        cells={f"{c.family}:{c.qualifier.decode()}": c.value.decode() for c in event.cells()},
-    )
-
-
-def expected_row(schema: str, body: dict[str, object]) -> Planned:
-    """What a valid body must produce, through the schema's own mapping."""
+def planned_row(schema: str, body: dict[str, object]) -> Planned:
+    """A valid body and the row the oracle says it must become."""
     data = json.dumps(body, separators=(",", ":")).encode()
-    return _row_for(schema, data, SCHEMAS[schema].model_validate_json(data))
+    return Planned.row(schema, data, expected_row(schema, body))
 
 
 def _digest(*parts: object) -> bytes:
@@ -143,24 +139,24 @@ class TrafficGenerator:
     def _consent(self, schema: str) -> dict[str, object]:
         index = self._rng.randrange(self._o.users)
         user = uuid.UUID(bytes=_digest(self._o.seed, "user", index), version=4)  # no list
-        domain = f"shop{index % self._o.domains}.example.com"
+        domain = SEED_DOMAINS[index % len(SEED_DOMAINS)]  # a user's domain stays the same
         when = self._event_time()
         # Decisions derive from (user, millisecond): equal keys and times give equal cells.
-        digest = _digest(user, when.isoformat())
-        offered = [s for i, s in enumerate(SERVICE_CATALOGUE) if digest[(i + 3) % 16] % 3]
-        granted = [s for i, s in enumerate(SERVICE_CATALOGUE) if digest[i % 16] >> (i // 16) & 1]
-        granted = [s for s in offered if s in granted]  # v1 and v2 store the same `services`
+        # The seed's subset rule, drawn from a generator seeded by that pair.
+        pick = random.Random(_digest(user, when.isoformat()))
+        offered = pick.sample(SEED_SERVICES, pick.randrange(len(SEED_SERVICES)))
+        granted = [s for s in offered if pick.random() < 0.7]  # v1 and v2 store the same
         stamp: object = (
-            when.isoformat()
-            if digest[0] % 2
+            endpoint_timestamp(when)  # what the seed's scale_endpoint writes
+            if pick.random() < 0.5
             else (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
         )
         body: dict[str, object] = {"user": str(user), "domain": domain, "message_timestamp": stamp}
         if schema == "consent.v1":
-            body["services"] = granted  # may be empty
+            body["services"] = granted  # may be empty, as the seed's
         else:
             body["services"] = [{"id": s, "granted": s in granted} for s in offered]
-            body["region"] = REGIONS[digest[1] % len(REGIONS)]
+            body["region"] = REGIONS[pick.randrange(len(REGIONS))]
         return body
 
     def _telemetry(self) -> dict[str, object]:
@@ -174,7 +170,7 @@ class TrafficGenerator:
         }
         return {
             "device_id": device,
-            "recorded_at": format_rfc3339_millis(when),
+            "recorded_at": rfc3339_millis(when),
             "readings": readings,
             "firmware": f"2.{digest[13] % 4}.{digest[14] % 10}",
         }
@@ -182,7 +178,7 @@ class TrafficGenerator:
     def _valid(self) -> Planned:
         schema = self._rng.choices(self._schemas, self._weights)[0]
         body = self._telemetry() if schema.startswith("telemetry") else self._consent(schema)
-        return expected_row(schema, body)
+        return planned_row(schema, body)
 
     def _invalid(self) -> Planned:
         kind = self._rng.choices(self._kinds, self._kind_weights)[0]
@@ -221,26 +217,56 @@ class TrafficGenerator:
             yield planned
 
 
-def from_file(
-    path: Path, schema: str = "consent.v1", max_message_bytes: int = 64 * 1024
-) -> Iterator[Planned]:
-    """Replay a JSON-lines file: one message body per line (e.g. the seed's consent format).
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """How `publish --from-file` sends a file's lines, and what it then expects."""
 
-    Expectations come from validating each line as the pipeline does with its default
-    limits: a valid line must become its row, an invalid one a dead letter with that reason.
+    schema: str = "consent.v1"
+    stamp: bool = False  # add `message_timestamp` at publish, as the seed's scale_endpoint did
+    max_message_bytes: int = 64 * 1024  # the pipeline's --max_message_bytes
+    max_event_age: timedelta = timedelta(days=7)  # its --max_event_age_seconds
+
+
+def _replayed(line: bytes, replay: Replay, now: datetime) -> Planned:
+    """One line's message and expectation, derived by the oracle from the line itself.
+
+    A stamped line must become its row at the stamp. An unstamped one without a time must
+    become its row at its publish time (the pipeline runs --missing_event_time=publish_time).
+    A line the oracle cannot map (not a well-formed message) is expected as a dead letter of
+    whatever kind; one older than the pipeline's maximum age as event_time_out_of_range.
     """
-    rules = ParseRules(default_schema=schema, max_message_bytes=max_message_bytes)
+    attributes = {"schema": replay.schema}
+    try:
+        body = json.loads(line)
+        if not isinstance(body, dict):
+            raise UnmappableError("not a JSON object")
+        time_field = (
+            "recorded_at" if replay.schema.startswith("telemetry.") else "message_timestamp"
+        )
+        # The seed's function stamped consent requests; other schemas are replayed as they are.
+        if replay.stamp and time_field == "message_timestamp" and body.get(time_field) is None:
+            line = stamp(line.decode(), now).encode()  # as the seed's function re-published it
+            body = json.loads(line)
+        expected = expected_row(replay.schema, body, publish_time=not replay.stamp)
+        when = body.get(time_field)
+        stale = when is not None and event_time(when) < now - replay.max_event_age
+    except (ValueError, UnicodeDecodeError, TypeError, KeyError):  # UnmappableError is a ValueError
+        return Planned(line, attributes, replay.schema, "deadletter", reason=ANY_KIND)
+    if len(line) > replay.max_message_bytes:
+        return Planned(line, attributes, replay.schema, "deadletter", reason="payload_too_large")
+    if stale:
+        too_old = "event_time_out_of_range"
+        return Planned(line, attributes, replay.schema, "deadletter", reason=too_old)
+    return Planned.row(replay.schema, line, expected)
+
+
+def from_file(path: Path, replay: Replay, clock: datetime | None = None) -> Iterator[Planned]:
+    """Replay a JSON-lines file, one message per non-blank line (e.g. the seed's requests).
+
+    Lines are read as they are published, so a stamp is the time of its own publish.
+    """
     with path.open("rb") as lines:
         for line in lines:
             data = line.rstrip(b"\r\n")
-            if not data.strip():
-                continue
-            outcome = validate(
-                RawMessage(data=data, attributes={"schema": schema}), rules, datetime.now(UTC)
-            )
-            if isinstance(outcome, DeadLetter):
-                yield Planned(
-                    data, {"schema": schema}, schema, "deadletter", reason=str(outcome.kind)
-                )
-            else:
-                yield _row_for(schema, data, outcome.event)
+            if data.strip():
+                yield _replayed(data, replay, clock or datetime.now(UTC))

@@ -12,13 +12,15 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from google.cloud.bigtable.data import BigtableDataClient, ReadRowsQuery
 
+from loadgen.expect import EPOCH, rfc3339_millis
 from loadgen.ledger import ExpectedEvent, Ledger, StoredLetter
-from loadgen.traffic import LOADGEN_ID
+from loadgen.traffic import ANY_KIND, LOADGEN_ID
 from stream.io.bigtable import INGESTED_AT
 
 IGNORED_COLUMNS = {INGESTED_AT.decode()}  # written only when --record_ingest_time is set
@@ -84,6 +86,35 @@ def scan(
         yield row.row_key.decode(), stored
 
 
+# Pub/Sub stamps a message on arrival, between our publish call and its confirmation; this
+# much on either side covers clock granularity (ms) and, on real Pub/Sub, the server's clock.
+PUBLISH_WINDOW_SLACK_MICROS = 1_000_000
+PUBLISH_STAMPED = "cf1:message_timestamp"  # the cell that holds the publish time then
+
+
+def _rfc3339(micros: int) -> str:
+    return rfc3339_millis(EPOCH + timedelta(microseconds=micros))
+
+
+def _matches(event: ExpectedEvent, stored: StoredRow) -> int | None:
+    """The timestamp at which the row holds every cell of the event, or None.
+
+    An event stamped with its publish time matches a version inside its publish window
+    whose `message_timestamp` cell is that version's own timestamp.
+    """
+    if event.window is None:
+        ok = all(stored.get(col, {}).get(event.ts) == val for col, val in event.cells.items())
+        return event.ts if ok else None
+    start = event.window[0] - PUBLISH_WINDOW_SLACK_MICROS
+    end = event.window[1] + PUBLISH_WINDOW_SLACK_MICROS
+    candidates = set().union(*(stored.get(col, {}) for col in event.cells)) if event.cells else ()
+    for ts in sorted(candidates):
+        cells = {**event.cells, PUBLISH_STAMPED: _rfc3339(ts)}
+        if start <= ts <= end and all(stored.get(c, {}).get(ts) == v for c, v in cells.items()):
+            return ts
+    return None
+
+
 def judge_row(events: list[ExpectedEvent], stored: StoredRow | None, verdict: Verdict) -> None:
     """Classify one row key: its ledger events against what Bigtable holds."""
     key = events[0].row_key
@@ -91,19 +122,24 @@ def judge_row(events: list[ExpectedEvent], stored: StoredRow | None, verdict: Ve
         verdict.lost += len(events)
         verdict.note(f"lost: row {key} missing ({len(events)} messages)")
         return
-
-    def satisfied(event: ExpectedEvent) -> bool:
-        return all(stored.get(col, {}).get(event.ts) == val for col, val in event.cells.items())
-
-    ok = {e.seq: satisfied(e) for e in events}
-    newest_ok = max((e.ts for e in events if ok[e.seq]), default=-1)
+    found = {e.seq: _matches(e, stored) for e in events}
+    # When each event happened: its timestamp; for a publish-stamped one, where it matched
+    # (or, unmatched, the start of its publish window).
+    when: dict[int, int] = {}
+    for e in events:
+        matched = found[e.seq]
+        when[e.seq] = e.ts if e.window is None else matched if matched is not None else e.window[0]
+    newest_ok = max((when[e.seq] for e in events if found[e.seq] is not None), default=-1)
     for event in events:
         # A stored newer event supersedes this one (one version kept): not lost.
-        if not ok[event.seq] and event.ts >= newest_ok:
+        if found[event.seq] is None and when[event.seq] >= newest_ok:
             verdict.lost += 1
-            verdict.note(f"lost: row {key} lacks the cells of message {event.seq} @ {event.ts}")
-    known_ts = {e.ts for e in events}
+            verdict.note(
+                f"lost: row {key} lacks the cells of message {event.seq} @ {when[event.seq]}"
+            )
+    known_ts = set(when.values())
     known_columns = {col for e in events for col in e.cells}
+    known_columns |= {PUBLISH_STAMPED for e in events if e.window is not None}
     for column, versions in stored.items():
         if column.split(":", 1)[1] in IGNORED_COLUMNS:
             continue
@@ -172,7 +208,7 @@ def judge_letters(ledger: Ledger, verdict: Verdict) -> None:
         elif seq in rows:
             verdict.unexpected += 1
             verdict.note(f"unexpected: message {seq} dead-lettered ({letter.kind}), not stored")
-        elif letter.kind != expected[seq]:
+        elif expected[seq] != ANY_KIND and letter.kind != expected[seq]:
             verdict.unexpected += 1
             verdict.note(
                 f"unexpected: message {seq} dead-lettered as {letter.kind}, "

@@ -30,8 +30,7 @@ TRAFFIC = TrafficOptions(
     late_ratio=0.3,
     out_of_order_seconds=300,  # far behind the watermark, well within the allowed lateness
     users=200,
-    devices=20,
-    domains=5,
+    devices=20,  # consent traffic has the seed's five domains
 )
 
 

@@ -155,7 +155,7 @@ def world(resources: TestResources, tmp_path: Path) -> Iterator[World]:
     messages = plan()
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
         ledger.add(messages.items())
-        ledger.settle([(seq, f"mid-{seq}") for seq in messages], [])
+        ledger.settle([(seq, f"mid-{seq}", 0, 0) for seq in messages], [])
         yield World(resources, ledger, messages)
 
 

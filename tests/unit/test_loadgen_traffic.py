@@ -1,6 +1,7 @@
 """TrafficGenerator and from_file: reproducible traffic whose expectations the pipeline meets."""
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -10,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from loadgen.expect import PUBLISH_TIME
 from loadgen.traffic import (
+    ANY_KIND,
     INVALID_KINDS,
     Planned,
+    Replay,
     TrafficGenerator,
     TrafficOptions,
-    expected_row,
     from_file,
+    planned_row,
 )
 from schemas.base import epoch_millis
 from stream.messages import DeadLetter, RawMessage, ValidEvent
@@ -26,6 +30,7 @@ from stream.validate import ParseRules, validate
 CLOCK = datetime(2026, 11, 24, 6, 40, 53, 123000, tzinfo=UTC)
 CLOCK_MICROS = epoch_millis(CLOCK) * 1000
 SAMPLE = 5000
+SEED_CATALOG = Path(__file__).parents[1] / "fixtures" / "seed-service-catalog.txt"
 
 
 def take(options: TrafficOptions, count: int, clock: datetime = CLOCK) -> list[Planned]:
@@ -227,22 +232,49 @@ def test_every_valid_message_validates_to_its_expected_row() -> None:
     assert set(schemas) == {"consent.v1", "consent.v2", "telemetry.v1"}
 
 
-def test_expected_row_of_a_hand_written_body() -> None:
+def test_planned_row_of_a_hand_written_body() -> None:
     body: dict[str, object] = {
-        "user": "0b5f8a8e-3d4c-4f4e-9a57-1c2d3e4f5a6b",
+        "user": "0B5F8A8E-3D4C-4F4E-9A57-1C2D3E4F5A6B",
         "domain": "Shop.Example.com",
-        "services": ["essential-1", "marketing-2"],
+        "services": ["essential-1", "web_performance_and_analytics-2"],
         "message_timestamp": "2026-11-24T07:40:53.123456+01:00",
     }
-    p = expected_row("consent.v1", body)
+    p = planned_row("consent.v1", body)
     assert p.expect == "row"
     assert p.row_key == "shop.example.com#0b5f8a8e-3d4c-4f4e-9a57-1c2d3e4f5a6b"
     assert p.timestamp_micros == CLOCK_MICROS
     assert p.cells == {
-        "cf1:services": '["essential-1","marketing-2"]',
+        "cf1:services": '["essential-1","web_performance_and_analytics-2"]',
         "cf1:message_timestamp": "2026-11-24T06:40:53.123Z",
     }
     assert json.loads(p.data) == body
+
+
+def test_consent_traffic_has_the_seeds_shape() -> None:
+    """The seed's five domains and 25 ids (written out in a fixture), any subset size 0-24."""
+    seed_ids = set(SEED_CATALOG.read_text().split("\n")[1:-1])
+    assert len(seed_ids) == 25
+    planned = take(TrafficOptions(seed=21, schema_mix={"consent.v1": 1.0}), 3000)
+    bodies = [json.loads(p.data) for p in planned]
+    assert {b["domain"] for b in bodies} == {
+        "codecentric.de",
+        "codecentric.com",
+        "devdriday.net",
+        "example.com",
+        "onlineshoppingmania.de",
+    }
+    sizes = Counter(len(b["services"]) for b in bodies)
+    assert set().union(*(b["services"] for b in bodies)) == seed_ids
+    assert all(len(set(b["services"])) == len(b["services"]) for b in bodies)  # distinct
+    assert sizes[0] > 0 and max(sizes) <= 24  # empty lists are normal
+    # every form of message_timestamp the seed's function writes, or epoch milliseconds
+    stamps = {type(b["message_timestamp"]) for b in bodies}
+    assert stamps == {str, int}
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", b["message_timestamp"])
+        for b in bodies
+        if isinstance(b["message_timestamp"], str)
+    )
 
 
 @pytest.mark.parametrize(
@@ -300,87 +332,114 @@ def test_out_of_order_beyond_the_pipelines_event_age_is_refused() -> None:
 # --- from_file ------------------------------------------------------------------------------
 
 USER = "0b5f8a8e-3d4c-4f4e-9a57-1c2d3e4f5a6b"
+REPLAY_CLOCK = CLOCK  # 2026-11-24T06:40:53.123Z
 
 
-def test_from_file_replays_seed_lines_into_expectations(tmp_path: Path) -> None:
-    # from_file validates against the real clock: stamp the valid lines a minute ago.
-    when = (
-        datetime.now(UTC).replace(microsecond=0)
-        - timedelta(minutes=1)
-        + timedelta(microseconds=250_000)
+def replay(path: Path, **options: object) -> list[Planned]:
+    return list(from_file(path, Replay(**options), clock=REPLAY_CLOCK))  # type: ignore[arg-type]
+
+
+def test_replayed_seed_lines_are_stamped_as_scale_endpoint_did(tmp_path: Path) -> None:
+    request = {"user": USER, "domain": "devdriday.net", "services": ["marketing-3"]}
+    path = tmp_path / "requests-0.jsonl"
+    path.write_text(json.dumps(request) + "\n" + json.dumps({**request, "services": []}))
+
+    first, second = replay(path, stamp=True)
+
+    # the seed function's output: the same JSON (default separators) plus message_timestamp
+    assert first.data == (
+        b'{"user": "0b5f8a8e-3d4c-4f4e-9a57-1c2d3e4f5a6b", "domain": "devdriday.net", '
+        b'"services": ["marketing-3"], "message_timestamp": "2026-11-24T06:40:53.123Z"}'
     )
-    millis = epoch_millis(when)
-    seed_iso = {
+    assert (first.expect, first.row_key, first.timestamp_micros) == (
+        "row",
+        f"devdriday.net#{USER}",
+        CLOCK_MICROS,
+    )
+    assert first.cells == {
+        "cf1:services": '["marketing-3"]',
+        "cf1:message_timestamp": "2026-11-24T06:40:53.123Z",
+    }
+    assert second.cells["cf1:services"] == "[]"
+
+
+def test_unstamped_seed_lines_expect_their_publish_time(tmp_path: Path) -> None:
+    line = json.dumps({"user": USER, "domain": "example.com", "services": ["essential-2"]})
+    path = tmp_path / "requests-0.jsonl"
+    path.write_text(line + "\n")
+    (planned,) = replay(path)
+    assert planned.data == line.encode()  # sent exactly as the file has it
+    assert (planned.row_key, planned.timestamp_micros) == (f"example.com#{USER}", PUBLISH_TIME)
+    assert planned.cells == {"cf1:services": '["essential-2"]'}  # + the publish-time stamp
+
+
+def test_replay_of_lines_the_oracle_cannot_map(tmp_path: Path) -> None:
+    stamped = {
         "user": USER,
         "domain": "example.com",
-        "services": ["essential-1", "analytics-2"],
-        "message_timestamp": when.isoformat(),
+        "services": ["essential-1"],
+        "message_timestamp": "2026-11-24T06:40:00Z",
     }
-    seed_millis = {**seed_iso, "domain": "other.example.org", "message_timestamp": millis}
     lines = [
-        json.dumps(seed_iso).encode() + b"\r\n",  # CRLF line end
+        json.dumps(stamped).encode() + b"\r\n",  # CRLF line end
         b"\n",  # blank
         b"   \t \n",  # whitespace only
         b'{"user": "' + USER.encode() + b'", "domain": \n',  # broken JSON
-        json.dumps({**seed_iso, "services": "essential-1"}).encode() + b"\n",  # wrong type
-        json.dumps({k: v for k, v in seed_iso.items() if k != "services"}).encode() + b"\n",
-        json.dumps({**seed_iso, "message_timestamp": "2001-02-03T04:05:06Z"}).encode() + b"\n",
-        json.dumps(seed_millis).encode(),  # last line without a newline
+        b"[1, 2]\n",  # not an object
+        json.dumps({**stamped, "services": "essential-1"}).encode() + b"\n",  # wrong type
+        json.dumps({**stamped, "user": "nope"}).encode() + b"\n",
+        json.dumps({**stamped, "message_timestamp": "2001-02-03T04:05:06Z"}).encode() + b"\n",
+        json.dumps({**stamped, "pad": "x" * 70_000}).encode() + b"\n",
+        json.dumps({**stamped, "message_timestamp": 1_795_502_400}).encode(),  # no newline
     ]
-    path = tmp_path / "seed.jsonl"
+    path = tmp_path / "mixed.jsonl"
     path.write_bytes(b"".join(lines))
 
-    planned = list(from_file(path))
+    planned = replay(path, stamp=True)
 
     assert [(p.expect, p.reason) for p in planned] == [
         ("row", ""),
-        ("deadletter", "invalid_json"),
-        ("deadletter", "invalid_field"),
-        ("deadletter", "missing_field"),
+        ("deadletter", ANY_KIND),
+        ("deadletter", ANY_KIND),
+        ("deadletter", ANY_KIND),
+        ("deadletter", ANY_KIND),
         ("deadletter", "event_time_out_of_range"),
+        ("deadletter", "payload_too_large"),
         ("row", ""),
     ]
-    first, last = planned[0], planned[-1]
-    assert first.data == json.dumps(seed_iso).encode()  # line end stripped, nothing else
-    assert first.attributes == {"schema": "consent.v1"}
-    assert (first.table_group, first.row_key) == ("consent", f"example.com#{USER}")
-    assert first.timestamp_micros == millis * 1000
-    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.250Z")
-    assert first.cells == {
-        "cf1:services": '["essential-1","analytics-2"]',
-        "cf1:message_timestamp": stamp,
-    }
-    assert last.row_key == f"other.example.org#{USER}"
-    assert last.timestamp_micros == millis * 1000
-    assert last.cells == first.cells
+    assert planned[0].data == json.dumps(stamped).encode()  # line end stripped, nothing else
+    assert planned[0].timestamp_micros == 1_795_502_400_000_000  # 06:40:00Z
+    assert planned[-1].timestamp_micros == 1_795_502_400_000_000  # epoch seconds
     for p in planned:
-        assert p.schema == "consent.v1"
-        assert p.duplicate_of is None
-        if p.expect == "deadletter":
-            assert (p.table_group, p.row_key, p.timestamp_micros, p.cells) == ("", "", 0, {})
+        assert (p.schema, p.attributes, p.duplicate_of) == (
+            "consent.v1",
+            {"schema": "consent.v1"},
+            None,
+        )
 
 
-def test_from_file_with_another_schema(tmp_path: Path) -> None:
-    when = datetime.now(UTC) - timedelta(seconds=30)
+def test_replay_with_another_schema(tmp_path: Path) -> None:
     body = {
         "device_id": "sensor-7",
-        "recorded_at": when.isoformat(),
-        "readings": {"temperature_c": 21.5},
+        "recorded_at": "2026-11-24T06:40:23.123Z",  # 30 s before the clock
+        "readings": {"temperature_c": 21.5, "battery_v": 3},
         "firmware": "1.2.3",
     }
     path = tmp_path / "telemetry.jsonl"
-    path.write_text(json.dumps(body) + "\n" + json.dumps({**body, "firmware": "x"}) + "\n")
-    planned = list(from_file(path, schema="telemetry.v1"))
-    assert [(p.schema, p.expect, p.reason) for p in planned] == [
-        ("telemetry.v1", "row", ""),
-        ("telemetry.v1", "deadletter", "invalid_field"),
-    ]
-    assert planned[0].attributes == {"schema": "telemetry.v1"}
-    assert planned[0].row_key == f"sensor-7#{epoch_millis(when):013d}"
-    assert planned[0].cells["r:temperature_c"] == "21.5"
+    path.write_text(json.dumps(body) + "\n")
+    (planned,) = replay(path, schema="telemetry.v1")
+    assert (planned.schema, planned.expect) == ("telemetry.v1", "row")
+    assert planned.attributes == {"schema": "telemetry.v1"}
+    assert planned.row_key == "sensor-7#1795502423123"
+    assert planned.cells == {
+        "m:firmware": "1.2.3",
+        "m:recorded_at": "2026-11-24T06:40:23.123Z",
+        "r:temperature_c": "21.5",
+        "r:battery_v": "3.0",
+    }
 
 
-def test_from_file_of_only_blank_lines_is_empty(tmp_path: Path) -> None:
+def test_replay_of_only_blank_lines_is_empty(tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_bytes(b"\n\r\n  \n")
-    assert list(from_file(path)) == []
+    assert replay(path) == []

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from loadgen.expect import PUBLISH_TIME
 from loadgen.ledger import ExpectedEvent, Ledger, StoredLetter
-from loadgen.traffic import Planned, TrafficGenerator, TrafficOptions
+from loadgen.traffic import ANY_KIND, Planned, TrafficGenerator, TrafficOptions
 from loadgen.verify import StoredRow, Verdict, judge_letters, judge_row, judge_table
 
 LINE = re.compile(
@@ -43,13 +44,21 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
         yield opened
 
 
-def record(ledger: Ledger, *planned: Planned, failed: tuple[int, ...] = ()) -> list[int]:
-    """Add the messages and settle them as sent (or failed); returns their seqs."""
+def record(
+    ledger: Ledger,
+    *planned: Planned,
+    failed: tuple[int, ...] = (),
+    window: tuple[int, int] = (T1, T1 + 20_000),
+) -> list[int]:
+    """Add the messages and settle them as sent (or failed); returns their seqs.
+
+    `window`: when each was published (micros), for publish-stamped expectations.
+    """
     start = ledger.next_seq()
     numbered = list(enumerate(planned, start))
     ledger.add(numbered)
     ledger.settle(
-        [(seq, f"mid-{seq}") for seq, _ in numbered if seq not in failed],
+        [(seq, f"mid-{seq}", *window) for seq, _ in numbered if seq not in failed],
         [(seq, "DeadlineExceeded") for seq in failed],
     )
     return [seq for seq, _ in numbered]
@@ -488,3 +497,65 @@ def test_too_late_notice_for_a_stored_row_is_not_unexpected(ledger: Ledger) -> N
     verdict = judge(ledger, stored)
     assert counts(verdict) == (0, 0, 0)
     assert verdict.too_late == 1
+
+
+# --- rows stamped with their publish time (--missing_event_time=publish_time) --------------
+
+# Published between T1 and T1 + 20 ms; the stamp cell must be the version's own timestamp.
+INSIDE = T1 + 7_000  # 7 ms into the window
+INSIDE_TEXT = "2026-11-18T11:06:40.007Z"  # T1 is 1795000000 s = 2026-11-18T11:06:40Z
+
+
+def published(key: str, services: str) -> Planned:
+    return row(key, PUBLISH_TIME, services=services)
+
+
+def test_publish_stamped_row_inside_its_window_is_all_zero(ledger: Ledger) -> None:
+    record(ledger, published("a#1", '["x"]'))
+    stored = {
+        "a#1": {"cf1:services": {INSIDE: '["x"]'}, "cf1:message_timestamp": {INSIDE: INSIDE_TEXT}}
+    }
+    assert counts(judge(ledger, stored)) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("ts", "stamp", "services"),
+    [
+        pytest.param(T1 + 3_000_000, "2026-11-18T11:06:43.000Z", '["x"]', id="after-the-window"),
+        pytest.param(T1 - 2_000_000, "2026-11-18T11:06:38.000Z", '["x"]', id="before-the-window"),
+        pytest.param(INSIDE, "2026-11-18T11:06:40.008Z", '["x"]', id="stamp-is-not-the-ts"),
+        pytest.param(INSIDE, INSIDE_TEXT, '["y"]', id="other-services"),
+    ],
+)
+def test_publish_stamped_row_outside_or_inconsistent_is_lost(
+    ledger: Ledger, ts: int, stamp: str, services: str
+) -> None:
+    record(ledger, published("a#1", '["x"]'))
+    stored = {"a#1": {"cf1:services": {ts: services}, "cf1:message_timestamp": {ts: stamp}}}
+    verdict = judge(ledger, stored)
+    assert verdict.lost == 1
+    assert verdict.examples[0].startswith("lost: row a#1 lacks the cells of message 0")
+
+
+def test_publish_stamped_row_with_a_second_version_is_duplicated(ledger: Ledger) -> None:
+    record(ledger, published("a#1", '["x"]'))
+    later = INSIDE + 1_000
+    stored = {
+        "a#1": {
+            "cf1:services": {INSIDE: '["x"]', later: '["x"]'},
+            "cf1:message_timestamp": {INSIDE: INSIDE_TEXT, later: "2026-11-18T11:06:40.008Z"},
+        }
+    }
+    assert counts(judge(ledger, stored)) == (0, 2, 0)
+
+
+# --- replayed lines the oracle cannot map: a dead letter of any kind -------------------------
+
+
+def test_a_dead_letter_of_any_kind_satisfies_an_unmappable_line(ledger: Ledger) -> None:
+    (first, second) = record(ledger, letter(ANY_KIND), letter(ANY_KIND))
+    deliver(ledger, first, "invalid_json")
+    verdict = judge(ledger, {})
+    assert counts(verdict) == (1, 0, 0)  # the second one's letter is missing
+    deliver(ledger, second, "unknown_service")
+    assert counts(judge(ledger, {})) == (0, 0, 0)
