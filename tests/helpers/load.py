@@ -5,7 +5,7 @@ from pathlib import Path
 from loadgen.ledger import Ledger
 from loadgen.publish import Publisher
 from loadgen.report import Progress, PublishStats
-from loadgen.traffic import TrafficGenerator, TrafficOptions
+from loadgen.traffic import Replay, TrafficGenerator, TrafficOptions, from_file
 from loadgen.verify import Targets, Verdict, verify
 from schemas.registry import EVENT_TABLES
 from tests.helpers.resources import PROJECT, TestResources
@@ -38,6 +38,17 @@ def publish_load(
         stats = Publisher(resources.topic, ledger, rate).run(
             iter(TrafficGenerator(options)), progress, count=count
         )
+        progress.finish(stats)
+    return stats
+
+
+def replay_file(
+    resources: TestResources, ledger_path: Path, path: Path, replay: Replay, rate: float
+) -> PublishStats:
+    """`loadgen publish --from-file`: every line of `path` at `rate`, recorded in the ledger."""
+    with Ledger(ledger_path) as ledger:
+        progress = Progress(rate, None, None)
+        stats = Publisher(resources.topic, ledger, rate).run(from_file(path, replay), progress)
         progress.finish(stats)
     return stats
 
