@@ -1,5 +1,5 @@
 # Provider, project facts and the APIs the service needs. The resources themselves are in
-# pubsub.tf, bigtable.tf, storage.tf and iam.tf.
+# pubsub.tf, bigtable.tf, storage.tf, iam.tf and (optional) lookup.tf.
 
 provider "google" {
   project = var.project_id
@@ -30,10 +30,19 @@ locals {
     "pubsub.googleapis.com",
     "storage.googleapis.com",
   ])
+
+  # Only with lookup_enabled (lookup.tf): gen2 functions are built by Cloud Build into an
+  # Artifact Registry image and run as Cloud Run services.
+  lookup_apis = toset([
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "run.googleapis.com",
+  ])
 }
 
 resource "google_project_service" "apis" {
-  for_each = var.enable_apis ? local.apis : toset([])
+  for_each = var.enable_apis ? setunion(local.apis, var.lookup_enabled ? local.lookup_apis : toset([])) : toset([])
 
   project = var.project_id
   service = each.value

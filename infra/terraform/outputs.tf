@@ -89,3 +89,13 @@ output "service_account_email" {
   description = "--service_account_email of the launcher and workers."
   value       = google_service_account.worker.email
 }
+
+output "lookup_uri" {
+  description = "HTTPS URL of the consent lookup function (null unless lookup_enabled); call it with an identity token."
+  value       = one(google_cloudfunctions2_function.lookup[*].service_config[0].uri)
+}
+
+output "lookup_service_account_email" {
+  description = "Service account the lookup function runs as (null unless lookup_enabled); make lookup-deploy reads it."
+  value       = one(google_service_account.lookup[*].email)
+}

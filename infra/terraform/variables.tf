@@ -234,3 +234,77 @@ variable "deployers" {
   type        = list(string)
   default     = []
 }
+
+# --- Consent lookup function (lookup.tf) -----------------------------------------------------
+
+variable "lookup_enabled" {
+  description = "Deploy the consent lookup HTTP function (a gen2 Cloud Function reading the consent table)."
+  type        = bool
+  default     = false
+}
+
+variable "lookup_source_zip" {
+  description = "Path of the function's source zip that `make lookup-bundle` writes (.build/lookup.zip); required when lookup_enabled."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.lookup_source_zip == null ? true : fileexists(var.lookup_source_zip)
+    error_message = "lookup_source_zip names no file: run `make lookup-bundle` and pass its .build/lookup.zip (relative to infra/terraform: ../../.build/lookup.zip)."
+  }
+}
+
+variable "lookup_invokers" {
+  description = "Principals allowed to call the lookup (roles/run.invoker on its Cloud Run service), e.g. \"serviceAccount:partner@p.iam.gserviceaccount.com\". Never public."
+  type        = list(string)
+  default     = []
+
+  validation {
+    # Consent records are personal data: the function answers named callers only.
+    condition = alltrue([
+      for member in var.lookup_invokers : !contains(["allusers", "allauthenticatedusers"], lower(member))
+    ])
+    error_message = "lookup_invokers must not contain allUsers or allAuthenticatedUsers: the lookup is never public."
+  }
+
+  validation {
+    condition = alltrue([
+      for member in var.lookup_invokers : can(regex("^(user|group|serviceAccount|domain|principal|principalSet):[^ ,]+$", member))
+    ])
+    error_message = "Each lookup invoker is one principal: user:..., group:..., serviceAccount:..., domain:..., principal://... or principalSet://..."
+  }
+}
+
+variable "lookup_function_name" {
+  description = "Name of the lookup function (and of the Cloud Run service it runs as)."
+  type        = string
+  default     = "consent-lookup"
+}
+
+variable "lookup_service_account_id" {
+  description = "Account id of the service account the lookup function runs as (reads the consent table only)."
+  type        = string
+  default     = "consent-lookup"
+}
+
+variable "lookup_max_instances" {
+  description = "Upper bound on concurrent function instances (bounds cost and the read load on Bigtable)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.lookup_max_instances >= 1 && var.lookup_max_instances <= 100
+    error_message = "lookup_max_instances must be between 1 and 100."
+  }
+}
+
+variable "lookup_ingress_settings" {
+  description = "Who can reach the function's URL at the network level: ALLOW_ALL (third parties on the internet, still IAM-authenticated), ALLOW_INTERNAL_ONLY or ALLOW_INTERNAL_AND_GCLB."
+  type        = string
+  default     = "ALLOW_ALL"
+
+  validation {
+    condition     = contains(["ALLOW_ALL", "ALLOW_INTERNAL_ONLY", "ALLOW_INTERNAL_AND_GCLB"], var.lookup_ingress_settings)
+    error_message = "lookup_ingress_settings must be ALLOW_ALL, ALLOW_INTERNAL_ONLY or ALLOW_INTERNAL_AND_GCLB."
+  }
+}

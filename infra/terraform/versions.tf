@@ -7,9 +7,10 @@ terraform {
     google = {
       source = "hashicorp/google"
       # gc_rules on google_bigtable_gc_policy, deletion_protection on google_bigtable_table and
-      # soft_delete_policy on google_storage_bucket exist since 6.x; `terraform validate` passes
-      # against 8.0.0, and none of the 7.0/8.0 breaking changes touch the resources used here.
-      version = ">= 6.0, < 9.0"
+      # soft_delete_policy on google_storage_bucket exist since 6.x; google_bigtable_table_iam_member
+      # takes `instance_name` (lookup.tf) since 7.0, which removed `instance`. `terraform
+      # validate` passed against 8.0.0 before lookup.tf was added.
+      version = ">= 7.0, < 9.0"
     }
   }
 

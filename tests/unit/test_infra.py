@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from schemas.registry import SCHEMAS, TABLES
 from stream import config as cfg
 from stream import options as opts
+from stream.lookup import http as lookup_http
 from stream.options import ConfigError, IngestOptions, to_config
 from stream.resources import required_ack_deadline
 
@@ -321,6 +322,160 @@ def test_every_variable_is_documented() -> None:
     for name, body in variables().items():
         assert str(body.get("description", "")).strip(), f"variable {name} has no description"
         assert "type" in body, f"variable {name} has no type"
+
+
+# --- Consent lookup function (lookup.tf) -----------------------------------------------------
+
+LOOKUP_ACCOUNT = "google_service_account.lookup[0]."
+PUBLIC = ("allusers", "allauthenticatedusers")
+INVOKER_ROLES = ("roles/run.invoker", "roles/cloudfunctions.invoker")
+
+
+def iam_bodies() -> Iterator[tuple[str, str, Block]]:
+    """(type, name, body) of every IAM resource, and every binding of a google_iam_policy."""
+    for (rtype, name), body in resources().items():
+        if "_iam_" in rtype:
+            yield rtype, name, body
+    for (dtype, name), body in _labelled("data").items():
+        if dtype == "google_iam_policy":
+            for binding in body.get("binding", []):
+                yield dtype, name, binding
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string inside a parsed block (keys and values), recursively."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def test_lookup_reads_only_the_consent_table() -> None:
+    grants = [
+        (rtype, str(resolve(body["role"])), body)
+        for rtype, _name, body in iam_bodies()
+        if any(LOOKUP_ACCOUNT in m for m in members(body))
+    ]
+    assert len(grants) == 1, grants
+    ((rtype, role, body),) = grants
+    assert (rtype, role) == ("google_bigtable_table_iam_member", "roles/bigtable.reader")
+    assert body["table"] == "${google_bigtable_table.consent.name}"
+    assert body["instance_name"] == "${google_bigtable_instance.main.name}"
+    assert body["member"] == "serviceAccount:${google_service_account.lookup[0].email}"
+    assert body["count"] == "${local.lookup_count}"  # exists only with lookup_enabled
+
+
+def test_lookup_runs_as_its_own_service_account() -> None:
+    account = resource("google_service_account", "lookup")
+    assert resolve(account["account_id"]) == "consent-lookup"
+    function = resource("google_cloudfunctions2_function", "lookup")
+    (service,) = function["service_config"]
+    assert service["service_account_email"] == "${google_service_account.lookup[0].email}"
+    assert not is_worker(service["service_account_email"])
+    assert resolve(variables()["lookup_enabled"]["default"]) is False
+
+
+def test_lookup_function_matches_the_code() -> None:
+    function = resource("google_cloudfunctions2_function", "lookup")
+    (build,) = function["build_config"]
+    assert (build["runtime"], build["entry_point"]) == (
+        "python311",
+        lookup_http.lookup_consent.__name__,
+    )
+    (storage,) = build["source"][0]["storage_source"]
+    assert storage["bucket"] == "${google_storage_bucket.dataflow.name}"
+    assert storage["object"] == "${google_storage_bucket_object.lookup_source[0].name}"
+    source = resource("google_storage_bucket_object", "lookup_source")
+    assert source["bucket"] == "${google_storage_bucket.dataflow.name}"  # the existing bucket
+    assert source["source"] == "${var.lookup_source_zip}"
+    (service,) = function["service_config"]
+    assert service["environment_variables"] == {
+        lookup_http.PROJECT_ENV: "${var.project_id}",
+        lookup_http.INSTANCE_ENV: "${google_bigtable_instance.main.name}",
+        lookup_http.TABLE_ENV: "${google_bigtable_table.consent.name}",
+    }
+    assert 1 <= int(resolve(service["max_instance_count"])) <= 100
+    assert int(service["timeout_seconds"]) > lookup_http.MAX_TIMEOUT_SECONDS
+
+
+def test_lookup_invokers_come_only_from_the_variable() -> None:
+    invoker_grants = [
+        (rtype, body)
+        for rtype, _name, body in iam_bodies()
+        if resolve(body["role"]) in INVOKER_ROLES
+    ]
+    assert len(invoker_grants) == 1, invoker_grants
+    ((rtype, body),) = invoker_grants
+    assert rtype == "google_cloud_run_v2_service_iam_member"
+    assert normalized(body["for_each"]) == (
+        "${var.lookup_enabled?toset(var.lookup_invokers):toset([])}"
+    )
+    assert body["member"] == "${each.value}"
+    assert body["role"] == "roles/run.invoker"
+    assert body["name"] == "${google_cloudfunctions2_function.lookup[0].service_config[0].service}"
+    assert resolve(variables()["lookup_invokers"]["default"]) == []
+
+
+def test_nothing_is_granted_to_the_public() -> None:
+    for rtype, name, body in iam_bodies():
+        for member in members(body):
+            assert member.lower() not in PUBLIC, f"{rtype}.{name} grants to {member}"
+    # Nowhere in the configuration at all, except in the validation that refuses them.
+    configuration = {kind: blocks for kind, blocks in terraform().items() if kind != "variable"}
+    others = {name: body for name, body in variables().items() if name != "lookup_invokers"}
+    for text in [*strings(configuration), *strings(others)]:
+        assert not any(word in text.lower() for word in PUBLIC), text
+
+
+def lookup_invoker_validations() -> list[Block]:
+    return list(variables()["lookup_invokers"]["validation"])
+
+
+def test_lookup_invokers_validation_refuses_the_public() -> None:
+    refusal, principal = lookup_invoker_validations()
+    assert normalized(refusal["condition"]) == (
+        '${alltrue([formemberinvar.lookup_invokers:!contains(["allusers","allauthenticatedusers"]'
+        ",lower(member))])}"
+    )
+    # The second validation's pattern, evaluated here (RE2 and Python agree on it).
+    match = re.search(r'regex\("(.+)", member\)', principal["condition"])
+    assert match, principal["condition"]
+    pattern = re.compile(match.group(1))
+    for ok in ("user:a@example.com", "serviceAccount:c@p.iam.gserviceaccount.com", "group:g@x.io"):
+        assert pattern.search(ok), ok
+    for bad in ("allUsers", "allAuthenticatedUsers", "a@example.com", "user:a@x.com,user:b@x.com"):
+        assert not pattern.search(bad), bad
+
+
+def test_lookup_apis_are_enabled_only_with_the_lookup() -> None:
+    apis = resource("google_project_service", "apis")
+    assert normalized(apis["for_each"]) == (
+        "${var.enable_apis?setunion(local.apis,var.lookup_enabled?local.lookup_apis:toset([]))"
+        ":toset([])}"
+    )
+    lookup_apis = str(resolve("${local.lookup_apis}"))  # "${toset([...])}"
+    assert set(re.findall(r"[a-z]+\.googleapis\.com", lookup_apis)) == {
+        "artifactregistry.googleapis.com",
+        "cloudbuild.googleapis.com",
+        "cloudfunctions.googleapis.com",
+        "run.googleapis.com",
+    }
+
+
+def test_lookup_outputs() -> None:
+    outputs = {name: body for block in terraform()["output"] for name, body in block.items()}
+    assert normalized(outputs["lookup_uri"]["value"]) == (
+        "${one(google_cloudfunctions2_function.lookup[*].service_config[0].uri)}"
+    )
+    lookup_mk = (ROOT / "infra" / "lookup" / "lookup.mk").read_text()
+    used = set(re.findall(r"\$\(call tf_output,(\w+)\)", lookup_mk))
+    assert used == {"lookup_service_account_email"}
+    assert used <= set(outputs)
 
 
 # --- Flex template metadata ------------------------------------------------------------------
