@@ -14,7 +14,7 @@ export STREAM_PRISM_CACHE := $(PRISM_CACHE)
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help venv prism run demo test test-unit lint format emulators-up emulators-down bench clean
+.PHONY: help venv prism run demo seed-demo test test-unit lint format emulators-up emulators-down bench clean
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -25,7 +25,7 @@ venv: $(STAMP) ## Create .venv and install the package with dev extras
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/pip install --quiet -e ".[dev,bench,lookup]"
 	$(BIN)/pip check
 	@touch $(STAMP)
 
@@ -45,6 +45,9 @@ run: venv prism ## Run the streaming pipeline on local emulators (started and st
 
 demo: venv prism ## Pipeline + 5,000 mixed messages at 500/s + verify; exit code = verify's
 	$(BIN)/python -m loadgen demo $(ARGS)
+
+seed-demo: venv prism ## The seed's flow: request file -> replay -> pipeline -> verify -> HTTP lookups
+	$(BIN)/python -m loadgen seed-demo $(ARGS)
 
 test: venv prism ## Every test tier: unit, pipeline, emulator, faults (starts/stops emulators)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -72,6 +75,8 @@ bench: venv prism ## Throughput/latency of the pipeline beside the raw-client ce
 
 # Dataflow flex template: flex-build, flex-run, flex-update, flex-drain (see infra/dataflow).
 include infra/dataflow/flex.mk
+# The consent lookup HTTP function: lookup-serve, lookup-bundle, lookup-deploy (see infra/lookup).
+include infra/lookup/lookup.mk
 
 clean: ## Remove the venv and caches (not the Prism binary)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .run *.egg-info

@@ -131,3 +131,21 @@ def test_without_a_fallback_the_unstamped_lines_are_missing_their_time(
     assert {letter.data for letter in letters} == {
         line.encode() for line in path.read_text().splitlines()
     }  # the raw line, unchanged
+
+
+def test_make_seed_demo_runs_the_whole_flow(tmp_path: Path) -> None:
+    """`make seed-demo ARGS=--unstamped`: its own emulators and pipeline, verify, HTTP lookups."""
+    repo = Path(__file__).parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "loadgen", "seed-demo", "--count", "300", "--rate", "300",
+         "--unstamped"],
+        cwd=tmp_path,  # its .run/ goes here
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "verify: sent=300 rows=300 deadletter=0 lost=0 duplicated=0 unexpected=0" in output
+    assert output.count(": as the request line") == 3, output[-4000:]
