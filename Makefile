@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # One source of truth for the Beam version: the pin in pyproject.toml.
 BEAM_VERSION := $(shell sed -n 's/.*"apache-beam\[gcp\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
 PRISM_CACHE ?= $(HOME)/.cache/stream-ingest/prism
-# The binary's name carries the patch level (= stream/runners.py PRISM_BINARY_NAME).
+# The binary's name carries the patch level (= stream/launch/runners.py PRISM_BINARY_NAME).
 PRISM := $(PRISM_CACHE)/v$(BEAM_VERSION)/prism-p1
 export STREAM_PRISM_CACHE := $(PRISM_CACHE)
 PYTEST_ARGS ?=

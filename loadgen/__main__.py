@@ -13,12 +13,12 @@ from loadgen.report import Progress
 from loadgen.seed import write_request_files
 from loadgen.traffic import DEFAULT_MIX, Replay, TrafficGenerator, TrafficOptions, from_file
 from loadgen.verify import Targets, verify
-from schemas.registry import EVENT_TABLES
-from stream import config as cfg
-from stream.emulators import BIGTABLE_ENV, PUBSUB_ENV
+from schemas.registry import DEFAULT_SCHEMA, EVENT_TABLES
+from stream import names
+from stream.names import BIGTABLE_ENV, PUBSUB_ENV
 
-LOCAL_TOPIC = cfg.topic_path(cfg.LOCAL_PROJECT, cfg.LOCAL_TOPIC)
-LOCAL_DLQ_SUB = cfg.subscription_path(cfg.LOCAL_PROJECT, cfg.LOCAL_DEAD_LETTER_SUBSCRIPTION)
+LOCAL_TOPIC = names.topic_path(names.LOCAL_PROJECT, names.LOCAL_TOPIC)
+LOCAL_DLQ_SUB = names.subscription_path(names.LOCAL_PROJECT, names.LOCAL_DEAD_LETTER_SUBSCRIPTION)
 
 
 def _mix(text: str) -> dict[str, float]:
@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="replay a JSON-lines file, one message body a line (e.g. `seed-files` output)",
     )
-    pub.add_argument("--from-file-schema", default="consent.v1")
+    pub.add_argument("--from-file-schema", default=DEFAULT_SCHEMA)
     pub.add_argument(
         "--stamp",
         action="store_true",
@@ -117,8 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="compare the ledger with Bigtable and the dead letters")
     ver.add_argument("--ledger", type=Path, required=True)
     ver.add_argument("--timeout", type=_positive, default=120.0)
-    ver.add_argument("--project", default=cfg.LOCAL_PROJECT)
-    ver.add_argument("--instance", default=cfg.LOCAL_INSTANCE)
+    ver.add_argument("--project", default=names.LOCAL_PROJECT)
+    ver.add_argument("--instance", default=names.LOCAL_INSTANCE)
     for spec in EVENT_TABLES.values():
         ver.add_argument(f"--{spec.group}-table", default=spec.default_table_id)
     ver.add_argument("--dead-letter-subscription", default=LOCAL_DLQ_SUB)
@@ -198,7 +198,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify and print the contract line last; exit 1 unless nothing is wrong."""
-    _require_emulator(BIGTABLE_ENV, args.project, cfg.LOCAL_PROJECT)
+    _require_emulator(BIGTABLE_ENV, args.project, names.LOCAL_PROJECT)
     targets = Targets(
         project=args.project,
         instance=args.instance,

@@ -43,12 +43,12 @@ from loadgen.publish import Publisher
 from loadgen.report import Progress
 from loadgen.seed import endpoint_timestamp, seed_request
 from loadgen.traffic import Planned, planned_row
-from stream import config as cfg
-from stream import local
-from stream.config import IngestConfig
-from stream.emulators import Emulators
-from stream.options import to_config
-from stream.resources import ensure_subscription, ensure_topic
+from stream import names
+from stream.launch.options import to_config
+from stream.local import environment as local
+from stream.local.emulators import Emulators
+from stream.local.provision import ensure_subscription, ensure_topic
+from stream.pipeline.config import IngestConfig
 
 RUN_DIR = Path(".run")
 
@@ -60,8 +60,8 @@ def _phase(name: str) -> tuple[str, list[str]]:
     still pending when it died) stay leased until the ack deadline, and would stall the next
     phase by that long.
     """
-    topic = cfg.topic_path(cfg.LOCAL_PROJECT, f"bench-{name}")
-    subscription = cfg.subscription_path(cfg.LOCAL_PROJECT, f"bench-{name}-sub")
+    topic = names.topic_path(names.LOCAL_PROJECT, f"bench-{name}")
+    subscription = names.subscription_path(names.LOCAL_PROJECT, f"bench-{name}-sub")
     publisher = pubsub_v1.PublisherClient()
     with pubsub_v1.SubscriberClient() as subscriber:
         ensure_topic(publisher, topic)
@@ -128,7 +128,7 @@ def _publish(
 
 def _prefix_rows(client: BigtableDataClient, domain: str) -> list[tuple[int, int]]:
     """(event time ms, ingested ms) of every row under `domain`."""
-    table = client.get_table(cfg.LOCAL_INSTANCE, "scale-traffic")
+    table = client.get_table(names.LOCAL_INSTANCE, "scale-traffic")
     start = f"{domain}#".encode()
     query = ReadRowsQuery(row_ranges=RowRange(start_key=start, end_key=start[:-1] + b"$"))
     result = []
@@ -142,7 +142,7 @@ def _prefix_rows(client: BigtableDataClient, domain: str) -> list[tuple[int, int
 def _count_prefix(client: BigtableDataClient, domain: str) -> int:
     from google.cloud.bigtable.data.row_filters import StripValueTransformerFilter
 
-    table = client.get_table(cfg.LOCAL_INSTANCE, "scale-traffic")
+    table = client.get_table(names.LOCAL_INSTANCE, "scale-traffic")
     start = f"{domain}#".encode()
     query = ReadRowsQuery(
         row_ranges=RowRange(start_key=start, end_key=start[:-1] + b"$"),
@@ -407,7 +407,7 @@ PROFILE_BUCKETS = (
     ("pubsub pull", ("PullMessagesFn._pull",)),
     ("pubsub acknowledge", ("AcknowledgeFn.finish_bundle",)),
     ("dead-letter publish", ("PublishDeadLettersFn",)),
-    ("validation (pydantic)", ("validate (stream/validate.py",)),
+    ("validation (pydantic)", ("validate (stream/pipeline/validate.py",)),
     ("row building", ("mutation_entry",)),
     ("beam data plane / coders", ("data_plane", "coder_impl", "encode", "decode")),
     ("idle / waiting", ("wait (threading", "_wait_once", "select", "poll")),
@@ -532,7 +532,7 @@ def run_bench(
         stack.enter_context(Emulators(log_dir=RUN_DIR, reuse_env=False))
         config: IngestConfig = to_config(PipelineOptions(["--streaming"]))
         local.provision(config)
-        with BigtableDataClient(project=cfg.LOCAL_PROJECT) as client:
+        with BigtableDataClient(project=names.LOCAL_PROJECT) as client:
             if "ceiling" in phases:
                 ceiling_n = 10_000 if quick else 60_000
                 for threads in (1, 2):

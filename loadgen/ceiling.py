@@ -1,4 +1,4 @@
-"""The raw-client ceiling: pull -> the same validation -> MutateRows -> ack, with no Beam.
+"""The raw-client ceiling: pull -> the same validation and batch writer -> ack, with no Beam.
 
 This is the physical limit of this machine + emulators for Python; the benchmark reports the
 pipeline as a fraction of it.
@@ -13,10 +13,10 @@ from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from google.cloud.bigtable.data import BigtableDataClient
 
-from stream.config import IngestConfig
-from stream.io.bigtable import mutation_entry
-from stream.messages import RawMessage, ValidEvent
-from stream.validate import validate
+from stream.pipeline.config import IngestConfig
+from stream.pipeline.io.batch_writer import BatchWriter
+from stream.pipeline.messages import RawMessage, ValidEvent
+from stream.pipeline.validate import validate
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +39,12 @@ def _loop(config: IngestConfig, target: int, done: list[int], lock: threading.Lo
         pubsub_v1.SubscriberClient() as subscriber,
         BigtableDataClient(project=config.bigtable.project) as client,
     ):
-        tables = {
-            group: client.get_table(config.bigtable.instance, table_id)
-            for group, table_id in config.bigtable.tables.items()
+        bigtable = config.bigtable
+        writers = {
+            group: BatchWriter[None](
+                client.get_table(bigtable.instance, table_id), bigtable.batch_rows, bigtable.timeout
+            )
+            for group, table_id in bigtable.tables.items()
         }
         while True:
             with lock:
@@ -57,16 +60,16 @@ def _loop(config: IngestConfig, target: int, done: list[int], lock: threading.Lo
             if not received:
                 continue
             now = datetime.now(UTC)
-            by_group: dict[str, list[ValidEvent]] = {}
             for item in received:
                 raw = RawMessage(
                     data=bytes(item.message.data), attributes=dict(item.message.attributes)
                 )
                 result = validate(raw, config.rules, now)
                 if isinstance(result, ValidEvent):
-                    by_group.setdefault(result.event.table.group, []).append(result)
-            for group, events in by_group.items():
-                tables[group].bulk_mutate_rows([mutation_entry(e.event) for e in events])
+                    writers[result.event.table.group].add(result.event, None)
+            for writer in writers.values():
+                for _ in writer.flush():
+                    pass  # every row's outcome checked, as in the pipeline
             subscriber.acknowledge(
                 request={"subscription": subscription, "ack_ids": [r.ack_id for r in received]}
             )

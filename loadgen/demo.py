@@ -27,19 +27,19 @@ from loadgen.seed import write_request_files
 from loadgen.traffic import Planned, Replay, TrafficGenerator, TrafficOptions, from_file
 from loadgen.verify import Targets, Verdict, verify
 from schemas.registry import EVENT_TABLES
-from stream import config as cfg
-from stream import local
-from stream.emulators import Emulators
-from stream.options import to_config
+from stream import names
+from stream.launch.options import to_config
+from stream.local import environment as local
+from stream.local.emulators import Emulators
 
 RUN_DIR = Path(".run")
-TOPIC = cfg.topic_path(cfg.LOCAL_PROJECT, cfg.LOCAL_TOPIC)
+TOPIC = names.topic_path(names.LOCAL_PROJECT, names.LOCAL_TOPIC)
 TARGETS = Targets(
-    project=cfg.LOCAL_PROJECT,
-    instance=cfg.LOCAL_INSTANCE,
+    project=names.LOCAL_PROJECT,
+    instance=names.LOCAL_INSTANCE,
     tables={group: spec.default_table_id for group, spec in EVENT_TABLES.items()},
-    dead_letter_subscription=cfg.subscription_path(
-        cfg.LOCAL_PROJECT, cfg.LOCAL_DEAD_LETTER_SUBSCRIPTION
+    dead_letter_subscription=names.subscription_path(
+        names.LOCAL_PROJECT, names.LOCAL_DEAD_LETTER_SUBSCRIPTION
     ),
 )
 
@@ -53,15 +53,13 @@ def _echo_status(pipeline: PipelineProcess, stop: threading.Event) -> None:
 
 def _where_to_look(env: Emulators, kept: bool) -> None:
     exports = " ".join(f"{e.env_var}={e.address}" for e in env.started)
-    table = cfg.LOCAL_INSTANCE
+    cbt = f"cbt -project {names.LOCAL_PROJECT} -instance {names.LOCAL_INSTANCE}"
     print("\nwhere to look:")
     if not kept:
         print("  (the emulators are stopped now; `make demo ARGS=--keep` leaves them up)")
-    print(f"  {exports} cbt -project {cfg.LOCAL_PROJECT} -instance {table} count scale-traffic")
-    print(
-        f"  {exports} cbt -project {cfg.LOCAL_PROJECT} -instance {table} read scale-traffic count=3"
-    )
-    print(f"  {exports} cbt -project {cfg.LOCAL_PROJECT} -instance {table} read telemetry count=3")
+    print(f"  {exports} {cbt} count scale-traffic")
+    print(f"  {exports} {cbt} read scale-traffic count=3")
+    print(f"  {exports} {cbt} read telemetry count=3")
     print("  .run/demo-pipeline.log has the pipeline's log; .run/demo-*.sqlite the ledger")
 
 
@@ -140,7 +138,7 @@ def _show_lookups(ledger: Ledger, how_many: int = 3) -> bool:
     """Look a few stored rows up over HTTP; True when each answers with its ledger services."""
     table = TARGETS.tables["consent"]
     agree = True
-    with LookupServer(cfg.LOCAL_PROJECT, cfg.LOCAL_INSTANCE, table) as server:
+    with LookupServer(names.LOCAL_PROJECT, names.LOCAL_INSTANCE, table) as server:
         print(f"  (functions-framework at {server.url})")
         for events in ledger.expected_rows("consent"):
             if how_many == 0:

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from stream.emulators import free_port
+from stream.local.emulators import free_port
 
 TARGET = "lookup_consent"
 ENTRY_MODULE = "stream.lookup.main"  # what the bundle ships as main.py (see infra/lookup)

@@ -21,7 +21,7 @@ from google.cloud.bigtable.data import BigtableDataClient, ReadRowsQuery
 from loadgen.expect import EPOCH, rfc3339_millis
 from loadgen.ledger import ExpectedEvent, Ledger, StoredLetter
 from loadgen.traffic import ANY_KIND, LOADGEN_ID
-from stream.io.bigtable import INGESTED_AT
+from stream.pipeline.io.batch_writer import INGESTED_AT
 
 IGNORED_COLUMNS = {INGESTED_AT.decode()}  # written only when --record_ingest_time is set
 

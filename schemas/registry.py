@@ -2,22 +2,14 @@
 
 from schemas.base import MappedEvent, TableSpec
 from schemas.consent import CONSENT_TABLE, ConsentV1, ConsentV2
-from schemas.rollup import ROLLUP_TABLE
 from schemas.telemetry import TELEMETRY_TABLE, TelemetryV1
 
-SCHEMA_ATTRIBUTE = "schema"
-DEFAULT_SCHEMA = "consent.v1"
+SCHEMA_ATTRIBUTE = "schema"  # the message attribute naming the schema (--schema_attribute)
+DEFAULT_SCHEMA = ConsentV1.schema_name  # for messages without it (--default_schema)
 
 SCHEMAS: dict[str, type[MappedEvent]] = {
     model.schema_name: model for model in (ConsentV1, ConsentV2, TelemetryV1)
 }
 
-# Where events land (one row per event) ...
+# Where events land (one row per event); stream/pipeline/tables.py adds the rollups' table.
 EVENT_TABLES: dict[str, TableSpec] = {spec.group: spec for spec in (CONSENT_TABLE, TELEMETRY_TABLE)}
-# ... and every table the pipeline writes, with the per-window aggregates.
-TABLES: dict[str, TableSpec] = {**EVENT_TABLES, ROLLUP_TABLE.group: ROLLUP_TABLE}
-
-
-def lookup(name: str) -> type[MappedEvent] | None:
-    """The model registered under `name`, or None."""
-    return SCHEMAS.get(name)

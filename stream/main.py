@@ -2,7 +2,7 @@
 
 import sys
 
-from stream.launcher import run
+from stream.launch.launcher import run
 
 
 def main() -> None:

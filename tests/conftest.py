@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.emulators import BIGTABLE_ENV, PUBSUB_ENV, Emulators
+from stream.local.emulators import Emulators
+from stream.names import BIGTABLE_ENV, PUBSUB_ENV
 from tests.helpers.resources import TestResources, new_resources
 
 

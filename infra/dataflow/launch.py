@@ -2,7 +2,7 @@
 
 import sys
 
-from stream.launcher import run
+from stream.launch.launcher import run
 
 # The template launcher passes every parameter as `--name=value`, but these are argparse
 # store_true switches, which reject a value: `--record_ingest_time=true` would exit with

@@ -1,8 +1,8 @@
 """Build the consent lookup function's source directory: `python infra/lookup/bundle.py OUT`."""
 
 # Cloud Functions wants main.py and requirements.txt at the source root. The bundle holds those
-# two and exactly the code the function imports: schemas/, stream/__init__.py, stream/lookup/
-# (no Beam, pipeline, load generator or tests). Standard library only (Python >= 3.11).
+# two and exactly the code the function imports: schemas/, stream/__init__.py, stream/names.py,
+# stream/lookup/ (no Beam, pipeline, load generator or tests). Standard library only (3.11+).
 
 import argparse
 import re
@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("schemas", "stream/lookup")
-MODULES = ("stream/__init__.py",)
+MODULES = ("stream/__init__.py", "stream/names.py")
 ENTRY = "stream/lookup/main.py"  # also the bundle's main.py
 # What the function imports directly, pinned with pyproject.toml's own ranges.
 REQUIREMENTS = ("functions-framework", "google-cloud-bigtable", "pydantic")

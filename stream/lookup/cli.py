@@ -11,10 +11,8 @@ from typing import Any
 from google.cloud.bigtable.data import BigtableDataClient
 
 from stream.lookup.read import (
-    BIGTABLE_ENV,
     DEFAULT_INSTANCE,
     DEFAULT_TABLE,
-    LOCAL_PROJECT,
     V2_ONLY,
     InvalidInputError,
     NoConsentError,
@@ -23,6 +21,7 @@ from stream.lookup.read import (
     lookup_record,
     row_key,
 )
+from stream.names import BIGTABLE_ENV, LOCAL_PROJECT
 
 DESCRIPTION = """\
 Look up the stored consent of one `domain#user` row (`python -m stream.lookup --help`).

@@ -18,7 +18,6 @@ import functions_framework
 from google.cloud.bigtable.data import BigtableDataClient, Table
 
 from stream.lookup.read import (
-    BIGTABLE_ENV,
     DEFAULT_INSTANCE,
     DEFAULT_TABLE,
     InvalidInputError,
@@ -29,6 +28,7 @@ from stream.lookup.read import (
     lookup_record,
     row_key,
 )
+from stream.names import BIGTABLE_ENV
 
 PROJECT_ENV, INSTANCE_ENV, TABLE_ENV = "LOOKUP_PROJECT", "LOOKUP_INSTANCE", "LOOKUP_TABLE"
 TIMEOUT_ENV = "LOOKUP_TIMEOUT_SECONDS"

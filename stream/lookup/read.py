@@ -13,13 +13,9 @@ from pydantic import ValidationError
 
 from schemas.base import Column, Encoding, format_rfc3339_millis
 from schemas.consent import CONSENT_TABLE, FAMILY, ConsentV1, ConsentV2
+from stream.names import BIGTABLE_ENV, LOCAL_INSTANCE, LOCAL_PROJECT
 
-# The pipeline's copies live in stream/emulators.py (BIGTABLE_ENV) and stream/config.py
-# (LOCAL_PROJECT, LOCAL_INSTANCE); they are not imported because the function's bundle ships
-# no pipeline code. tests/unit/test_lookup_bundle.py checks that the values agree.
-BIGTABLE_ENV = "BIGTABLE_EMULATOR_HOST"
-LOCAL_PROJECT = "local-project"
-DEFAULT_INSTANCE = "scale-bigtable"
+DEFAULT_INSTANCE = LOCAL_INSTANCE
 DEFAULT_TABLE = CONSENT_TABLE.default_table_id
 
 COLUMNS: dict[str, Column] = {column.qualifier: column for column in ConsentV2.columns}

@@ -11,7 +11,7 @@ from google.cloud.bigtable.data import BigtableDataClient, SetCell
 
 from schemas.base import MappedEvent
 from schemas.consent import ConsentV1, ConsentV2
-from stream.emulators import BIGTABLE_ENV
+from stream.names import BIGTABLE_ENV
 from tests.helpers.resources import PROJECT, TestResources
 
 pytestmark = [pytest.mark.emulator]

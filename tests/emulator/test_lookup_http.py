@@ -14,7 +14,8 @@ import pytest
 
 from loadgen.lookup_server import LookupServer
 from schemas.consent import ConsentV1, ConsentV2
-from stream.emulators import BIGTABLE_ENV, Emulators, free_port
+from stream.local.emulators import Emulators, free_port
+from stream.names import BIGTABLE_ENV
 from tests.emulator.test_lookup import DETAIL, V1_JSON, V1_MICROS, V2_JSON, V2_MICROS, write
 from tests.helpers.resources import PROJECT, TestResources, new_resources
 

@@ -5,7 +5,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream.emulators import BIGTABLE_ENV, Emulators
+from stream.local.emulators import Emulators
+from stream.names import BIGTABLE_ENV
 from tests.faults.proxy import FaultProxy
 
 

@@ -36,7 +36,8 @@ from google.cloud.bigtable_v2.types import (
     PingAndWarmResponse,
 )
 
-from stream.emulators import BIGTABLE_ENV, Emulator, start_bigtable
+from stream.local.emulators import Emulator, start_bigtable
+from stream.names import BIGTABLE_ENV
 from tests.faults.proxy import MUTATE_ROWS, FaultProxy, Shape, draw, method_shapes
 
 pytestmark = pytest.mark.faults

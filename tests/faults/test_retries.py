@@ -23,14 +23,14 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from loadgen.ledger import Ledger
 from loadgen.process import PipelineProcess
-from stream.config import BigtableTarget
-from stream.emulators import BIGTABLE_ENV
-from stream.io.bigtable import REJECTED, WriteRowsFn
-from stream.io.pubsub import NativeSource
-from stream.io.sink import BigtableSink
-from stream.messages import ValidEvent
-from stream.options import to_config
-from stream.pipeline import build_pipeline
+from stream.launch.options import to_config
+from stream.names import BIGTABLE_ENV
+from stream.pipeline.build import build_pipeline
+from stream.pipeline.config import BigtableTarget
+from stream.pipeline.io.bigtable import REJECTED, WriteRowsFn
+from stream.pipeline.io.pubsub_native import NativeSource
+from stream.pipeline.io.sink import BigtableSink
+from stream.pipeline.messages import ValidEvent
 from tests.faults.proxy import FaultProxy
 from tests.helpers.corpus import consent_v1
 from tests.helpers.load import publish_load, verify_load

@@ -7,14 +7,14 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.typehints.decorators import no_annotations
 
-from stream.messages import DeadLetter, ErrorKind, Stage, ValidEvent, Written
+from stream.pipeline.acknowledge import no_acknowledgement
+from stream.pipeline.messages import DeadLetter, ErrorKind, Stage, ValidEvent, Written
 
 
 class TestStreamSource:
     """Feeds a prepared TestStream; nothing to acknowledge."""
 
     __test__ = False
-    acks_after_write = False
 
     def __init__(self, stream: TestStream) -> None:
         self._stream = stream
@@ -23,7 +23,7 @@ class TestStreamSource:
         return self._stream
 
     def acknowledge(self) -> beam.PTransform:
-        return beam.Map(lambda ack_id: ack_id)
+        return no_acknowledgement()
 
 
 class _CollectFn(beam.DoFn):

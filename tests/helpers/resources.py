@@ -5,10 +5,11 @@ from dataclasses import dataclass, field
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from schemas.registry import TABLES
-from stream.config import IngestConfig, subscription_path, topic_path
-from stream.options import to_config
-from stream.resources import ensure_pubsub, ensure_tables
+from stream.launch.options import to_config
+from stream.local.provision import ensure_pubsub, ensure_tables
+from stream.names import subscription_path, topic_path
+from stream.pipeline.config import IngestConfig
+from stream.pipeline.tables import TABLES
 
 PROJECT = "test-project"
 

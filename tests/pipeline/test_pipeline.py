@@ -19,11 +19,11 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from stream import metrics
-from stream.config import BigtableTarget, IngestConfig, PubSubEndpoints
-from stream.messages import RawMessage
-from stream.pipeline import build_pipeline
-from stream.validate import ParseRules
+from stream.pipeline import metrics
+from stream.pipeline.build import build_pipeline
+from stream.pipeline.config import BigtableTarget, IngestConfig, PubSubEndpoints
+from stream.pipeline.messages import RawMessage
+from stream.pipeline.validate import ParseRules
 from tests.helpers.fakes import CollectingSink, TestStreamSource
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -18,10 +18,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from stream.config import BigtableTarget, IngestConfig, PubSubEndpoints
-from stream.messages import RawMessage
-from stream.pipeline import build_pipeline
-from stream.runners import find_prism
+from stream.launch.runners import find_prism
+from stream.pipeline.build import build_pipeline
+from stream.pipeline.config import BigtableTarget, IngestConfig, PubSubEndpoints
+from stream.pipeline.messages import RawMessage
 from tests.helpers.fakes import CollectingSink, TestStreamSource
 
 # A window-aligned start, a few minutes back so nothing is in the future.

@@ -10,8 +10,8 @@ from google.cloud.bigtable.data import RowMutationEntry, SetCell
 from schemas.base import MappedEvent
 from schemas.consent import ConsentV1, ConsentV2
 from schemas.telemetry import TelemetryV1
-from stream.io.bigtable import is_permanent, mutation_entry
-from stream.messages import RawMessage, ValidEvent
+from stream.pipeline.io.batch_writer import is_permanent, mutation_entry
+from stream.pipeline.messages import RawMessage, ValidEvent
 
 USER = "0b5f8a8e-3d4c-4f4e-9a57-1c2d3e4f5a6b"
 # 2026-11-24T06:40:53.123456Z -> cell timestamp 1795502453123 ms, in microseconds

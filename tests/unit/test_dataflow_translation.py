@@ -30,14 +30,14 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.runner import PipelineState
 from google.cloud import dataflow
 
-from stream.config import IngestConfig
-from stream.io.pubsub import NativeSource
-from stream.io.pubsub_pull import PullSource
-from stream.io.sink import BigtableSink
-from stream.launcher import source_for
-from stream.options import to_config
-from stream.pipeline import Source, build_pipeline
-from stream.runners import PRISM, RunnerChoice, choose_runner
+from stream.launch.launcher import source_for
+from stream.launch.options import to_config
+from stream.launch.runners import PRISM, RunnerChoice, choose_runner
+from stream.pipeline.build import Source, build_pipeline
+from stream.pipeline.config import IngestConfig
+from stream.pipeline.io.pubsub_native import NativeSource
+from stream.pipeline.io.pubsub_pull import PullSource
+from stream.pipeline.io.sink import BigtableSink
 
 SUBSCRIPTION = "projects/some-project-id/subscriptions/request_buffer-sub"
 DATAFLOW_FLAGS = [
@@ -155,7 +155,7 @@ class Translation(NamedTuple):
 
 
 def dry_run(workdir: Path, *extra_flags: str, pull_source: bool = False) -> Translation:
-    """Build the pipeline exactly as stream.launcher does for Dataflow, and dry-run it.
+    """Build the pipeline exactly as stream.launch.launcher does for Dataflow, and dry-run it.
 
     Offline by construction: socket connects and DNS lookups raise. Beam's temporary
     directories (one of them never removed) go to `workdir`.

@@ -9,6 +9,7 @@ import argparse
 import importlib.util
 import json
 import re
+import tomllib
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -16,14 +17,16 @@ from typing import Any, cast
 
 import hcl2
 import pytest
+import setuptools
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from schemas.registry import SCHEMAS, TABLES
-from stream import config as cfg
-from stream import options as opts
+from schemas.registry import SCHEMAS
+from stream import names
+from stream.launch import options as opts
+from stream.launch.options import ConfigError, IngestOptions, to_config
 from stream.lookup import http as lookup_http
-from stream.options import ConfigError, IngestOptions, to_config
-from stream.resources import required_ack_deadline
+from stream.pipeline.config import required_ack_deadline
+from stream.pipeline.tables import TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "infra" / "terraform"
@@ -122,9 +125,9 @@ def test_subscription_ack_deadline_covers_the_pipelines_hold_time() -> None:
     assert need == 130
     assert int(resolve(subscription["ack_deadline_seconds"])) >= need
     assert int(resolve(subscription["ack_deadline_seconds"])) <= 600  # Pub/Sub's maximum
-    assert resolve(subscription["name"]) == cfg.LOCAL_SUBSCRIPTION
+    assert resolve(subscription["name"]) == names.LOCAL_SUBSCRIPTION
     assert subscription["topic"] == "${google_pubsub_topic.input.id}"
-    assert resolve(resource("google_pubsub_topic", "input")["name"]) == cfg.LOCAL_TOPIC
+    assert resolve(resource("google_pubsub_topic", "input")["name"]) == names.LOCAL_TOPIC
     assert resolve(subscription["message_retention_duration"]) == "604800s"
     assert subscription["expiration_policy"] == [{"ttl": ""}]  # never deleted when idle
     retry = subscription["retry_policy"][0]
@@ -138,11 +141,11 @@ def test_subscription_dead_letters_to_the_dead_letter_topic() -> None:
     assert 5 <= int(resolve(policy["max_delivery_attempts"])) <= 100
     assert int(resolve(policy["max_delivery_attempts"])) == 10
     topic = resource("google_pubsub_topic", "dead_letter")
-    assert resolve(topic["name"]) == cfg.LOCAL_DEAD_LETTER_TOPIC
+    assert resolve(topic["name"]) == names.LOCAL_DEAD_LETTER_TOPIC
     # Messages published to a topic without subscriptions are lost: one must keep them.
     kept = resource("google_pubsub_subscription", "dead_letter")
     assert kept["topic"] == "${google_pubsub_topic.dead_letter.id}"
-    assert resolve(kept["name"]) == cfg.LOCAL_DEAD_LETTER_SUBSCRIPTION
+    assert resolve(kept["name"]) == names.LOCAL_DEAD_LETTER_SUBSCRIPTION
     assert resolve(kept["message_retention_duration"]) == "604800s"
 
 
@@ -270,7 +273,7 @@ def gc_policies() -> list[tuple[str, str, str]]:
 
 def test_tables_have_the_schema_families() -> None:
     instance = resource("google_bigtable_instance", "main")
-    assert resolve(instance["name"]) == cfg.LOCAL_INSTANCE
+    assert resolve(instance["name"]) == names.LOCAL_INSTANCE
     (cluster,) = instance["cluster"]
     assert resolve(cluster["storage_type"]) == "SSD"
     tables = bigtable_tables()
@@ -552,7 +555,7 @@ def test_required_parameters_are_the_ones_dataflow_needs() -> None:
     assert required == {"subscription", "sdk_container_image"}
 
 
-# Values the code's own patterns (stream/options.py) accept or reject, for the path-like flags.
+# Values the code's own patterns (stream/launch/options.py) accept or reject, for path-like flags.
 PATH_SAMPLES = {
     "subscription": (
         opts.SUBSCRIPTION_RE,
@@ -732,8 +735,17 @@ def test_dockerfile_installs_the_project_and_checks_dependencies() -> None:
     assert re.search(r"pip install (--no-cache-dir )?\.(\s|$)", runs), "project not installed"
     assert "pip check" in runs
     copied = " ".join(re.findall(r"^COPY (?!--from)(.*)$", text, flags=re.MULTILINE)).split()
-    for path in ("pyproject.toml", "README.md", "stream", "schemas", "loadgen"):
+    for path in ("pyproject.toml", "README.md", "stream", "schemas"):
         assert path in copied, f"{path} is not copied into the image"
+    for path in ("loadgen", "tests", "."):
+        assert path not in copied, f"{path} is copied into the image the workers run"
+
+
+def test_the_wheel_holds_the_product_and_no_load_generator() -> None:
+    find = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = set(setuptools.find_packages(where=str(ROOT), include=find["include"]))
+    assert {"stream", "stream.pipeline", "stream.launch", "schemas"} <= packages
+    assert not {p for p in packages if p.split(".")[0] in {"loadgen", "tests", "infra"}}
 
 
 def test_image_carries_the_pinned_beam_sdk() -> None:

@@ -1,6 +1,6 @@
 """The launcher's restart policy for failed local runs."""
 
-from stream.launcher import Restarts
+from stream.launch.launcher import Restarts
 
 
 def test_restarts_back_off_and_stop_at_the_limit() -> None:

@@ -23,8 +23,8 @@ from loadgen.traffic import (
     planned_row,
 )
 from schemas.base import epoch_millis
-from stream.messages import DeadLetter, RawMessage, ValidEvent
-from stream.validate import ParseRules, validate
+from stream.pipeline.messages import DeadLetter, RawMessage, ValidEvent
+from stream.pipeline.validate import ParseRules, validate
 
 # Whole milliseconds, so "older than the clock" is measured without truncation noise.
 CLOCK = datetime(2026, 11, 24, 6, 40, 53, 123000, tzinfo=UTC)

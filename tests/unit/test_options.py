@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from stream.options import ConfigError, to_config, uses_emulators
-from stream.validate import EventTimeFallback, MissingEventTime, ParseRules
+from stream.launch.options import ConfigError, to_config, uses_emulators
+from stream.pipeline.validate import EventTimeFallback, MissingEventTime, ParseRules
 
 LOCAL_SUB = "projects/local-project/subscriptions/request_buffer-sub"
 PROD_SUB = "projects/prod-project/subscriptions/events-sub"

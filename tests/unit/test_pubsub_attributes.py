@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from stream.io.pubsub import dead_letter_message
-from stream.messages import DeadLetter, ErrorKind, RawMessage, Stage
+from stream.pipeline.deadletters import dead_letter_message
+from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage
 
 PUBLISHED = datetime(2026, 11, 24, 6, 40, 53, 123456, tzinfo=UTC)
 

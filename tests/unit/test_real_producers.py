@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from stream.messages import DeadLetter, ErrorKind, RawMessage, ValidEvent
-from stream.validate import EventTimeFallback, MissingEventTime, ParseRules, validate
+from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, ValidEvent
+from stream.pipeline.validate import EventTimeFallback, MissingEventTime, ParseRules, validate
 
 NOW = datetime(2026, 11, 24, 6, 40, 53, tzinfo=UTC)  # 1795502453 s after the epoch
 PUBLISHED = datetime(2026, 11, 24, 6, 40, 1, 987_654, tzinfo=UTC)

@@ -16,8 +16,8 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from stream import runners
-from stream.runners import RunnerChoice, choose_runner, find_prism, prism_cache
+from stream.launch import runners
+from stream.launch.runners import RunnerChoice, choose_runner, find_prism, prism_cache
 
 
 class _Downloads:
@@ -177,7 +177,7 @@ def test_no_runner_no_binary_but_downloadable_chooses_prism(
 def test_no_runner_no_binary_offline_falls_back_with_a_warning(
     offline: _Downloads, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="stream.runners")
+    caplog.set_level(logging.WARNING, logger="stream.launch.runners")
     options = PipelineOptions([])
 
     choice = choose_runner(options)
@@ -186,7 +186,7 @@ def test_no_runner_no_binary_offline_falls_back_with_a_warning(
     assert options.view_as(StandardOptions).runner == "BundleBasedDirectRunner"
     assert options.view_as(PortableOptions).environment_type is None
     assert offline.calls == 1
-    warnings = [r for r in caplog.records if r.name == "stream.runners"]
+    warnings = [r for r in caplog.records if r.name == "stream.launch.runners"]
     assert [r.levelno for r in warnings] == [logging.WARNING]
     text = warnings[0].getMessage()
     assert "Falling back to the BundleBasedDirectRunner" in text
@@ -198,9 +198,9 @@ def test_no_warning_when_prism_is_chosen(
     tmp_path: Path, offline: _Downloads, caplog: pytest.LogCaptureFixture
 ) -> None:
     cached_binary(tmp_path)
-    caplog.set_level(logging.WARNING, logger="stream.runners")
+    caplog.set_level(logging.WARNING, logger="stream.launch.runners")
     choose_runner(PipelineOptions([]))
-    assert [r for r in caplog.records if r.name == "stream.runners"] == []
+    assert [r for r in caplog.records if r.name == "stream.launch.runners"] == []
 
 
 @pytest.mark.parametrize("runner", ["prism", "prismrunner"])

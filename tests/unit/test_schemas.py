@@ -13,8 +13,9 @@ from pydantic import ValidationError
 
 from schemas.base import MappedEvent
 from schemas.consent import ConsentV1, ConsentV2
-from schemas.registry import DEFAULT_SCHEMA, EVENT_TABLES, SCHEMAS, TABLES, lookup
+from schemas.registry import DEFAULT_SCHEMA, EVENT_TABLES, SCHEMAS
 from schemas.telemetry import TelemetryV1
+from stream.pipeline.tables import TABLES
 
 USER = "0b5f8a8e-3d4c-4f4e-9a57-1c2d3e4f5a6b"
 # 2026-11-24T06:40:53Z is 1795502453 s after the epoch.
@@ -85,8 +86,8 @@ def test_registry_maps_attribute_values_to_models() -> None:
         "consent.v2": ConsentV2,
         "telemetry.v1": TelemetryV1,
     }
-    assert lookup("consent.v2") is ConsentV2
-    assert lookup("consent.v3") is None
+    assert SCHEMAS.get("consent.v2") is ConsentV2
+    assert SCHEMAS.get("consent.v3") is None
     assert DEFAULT_SCHEMA == "consent.v1"
 
 

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from stream import status
-from stream.status import StatusPrinter, format_status
+from stream.launch import status
+from stream.launch.status import StatusPrinter, format_status
 
 BEFORE = {"read": 50, "written": 40, "dead_lettered": 5, "acked": 45}
 NOW = {"read": 100, "written": 90, "dead_lettered": 5, "acked": 95, "valid": 99}

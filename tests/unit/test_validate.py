@@ -8,8 +8,8 @@ import pytest
 
 from schemas.consent import ConsentV1, ConsentV2
 from schemas.telemetry import TelemetryV1
-from stream.messages import DeadLetter, ErrorKind, RawMessage, Stage, ValidEvent
-from stream.validate import ParseRules, validate
+from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage, ValidEvent
+from stream.pipeline.validate import ParseRules, validate
 
 NOW = datetime(2026, 11, 24, 6, 40, 53, tzinfo=UTC)
 RULES = ParseRules()

@@ -3,24 +3,8 @@
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from stream.validate import ParseRules
-
-LOCAL_PROJECT = "local-project"
-LOCAL_TOPIC = "request_buffer"
-LOCAL_SUBSCRIPTION = "request_buffer-sub"
-LOCAL_DEAD_LETTER_TOPIC = "request_buffer-deadletter"
-LOCAL_DEAD_LETTER_SUBSCRIPTION = "request_buffer-deadletter-sub"
-LOCAL_INSTANCE = "scale-bigtable"
-
-
-def topic_path(project: str, topic: str) -> str:
-    """`projects/<project>/topics/<topic>`."""
-    return f"projects/{project}/topics/{topic}"
-
-
-def subscription_path(project: str, subscription: str) -> str:
-    """`projects/<project>/subscriptions/<subscription>`."""
-    return f"projects/{project}/subscriptions/{subscription}"
+from schemas.registry import DEFAULT_SCHEMA
+from stream.pipeline.validate import ParseRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +51,17 @@ class IngestConfig:
     rules: ParseRules = field(default_factory=ParseRules)
     rollups: bool = True
     input_pattern: str | None = None  # a batch backfill from files instead of Pub/Sub
-    input_schema: str = "consent.v1"
+    input_schema: str = DEFAULT_SCHEMA
     window: timedelta = timedelta(seconds=60)
     allowed_lateness: timedelta = timedelta(hours=1)
     status_interval: timedelta = timedelta(seconds=5)
     max_restarts: int = 5
+
+
+def required_ack_deadline(config: IngestConfig) -> int:
+    """Seconds a message may be held between pull and ack by the pull source.
+
+    One bundle holds a message through the row write (bounded by the write timeout) and,
+    for failures, the dead-letter publish (bounded the same way), plus processing slack.
+    """
+    return int(2 * config.bigtable.timeout.total_seconds()) + 10

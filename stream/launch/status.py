@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
-from stream import metrics
+from stream.pipeline import metrics
 
 
 def counter_totals(result: PipelineResult) -> dict[str, int]:

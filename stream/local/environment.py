@@ -12,9 +12,11 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from stream import config as cfg
-from stream import emulators
-from stream.resources import ensure_pubsub, ensure_tables, required_ack_deadline
+from stream import names
+from stream.local import emulators
+from stream.local.provision import ensure_pubsub, ensure_tables
+from stream.pipeline import config as cfg
+from stream.pipeline.config import required_ack_deadline
 
 _LOG = logging.getLogger(__name__)
 RUN_DIR = Path(".run")
@@ -25,13 +27,13 @@ def provision(config: cfg.IngestConfig) -> None:
     """Create, idempotently, everything a local run uses (topic name from the subscription)."""
     project = config.pubsub.project
     sub_name = config.pubsub.subscription.rsplit("/", 1)[1]
-    topic_name = sub_name.removesuffix("-sub") if sub_name.endswith("-sub") else cfg.LOCAL_TOPIC
+    topic_name = sub_name.removesuffix("-sub") if sub_name.endswith("-sub") else names.LOCAL_TOPIC
     dead_letter = config.pubsub.dead_letter_topic
     ensure_pubsub(
-        topic=cfg.topic_path(project, topic_name),
+        topic=names.topic_path(project, topic_name),
         subscription=config.pubsub.subscription,
         dead_letter_topic=dead_letter,
-        dead_letter_subscription=cfg.subscription_path(
+        dead_letter_subscription=names.subscription_path(
             project, dead_letter.rsplit("/", 1)[1] + "-sub"
         ),
         ack_deadline=max(120, required_ack_deadline(config)),

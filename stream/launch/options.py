@@ -11,10 +11,12 @@ from apache_beam.options.pipeline_options import (
 )
 
 from schemas.base import parse_event_time
-from schemas.registry import SCHEMAS, TABLES
-from stream import config as cfg
-from stream.catalog import CatalogError, load_catalog
-from stream.validate import EventTimeFallback, MissingEventTime, ParseRules
+from schemas.registry import DEFAULT_SCHEMA, SCHEMA_ATTRIBUTE, SCHEMAS
+from stream import names
+from stream.launch.catalog import CatalogError, load_catalog
+from stream.pipeline import config as cfg
+from stream.pipeline.tables import TABLES
+from stream.pipeline.validate import EventTimeFallback, MissingEventTime, ParseRules
 
 SUBSCRIPTION_RE = re.compile(
     r"^projects/([a-z][-a-z0-9:.]{4,61}[a-z0-9])/subscriptions/([^/]{3,255})$"
@@ -40,28 +42,28 @@ class IngestOptions(PipelineOptions):
             "--subscription",
             default=None,
             help="Input: projects/<p>/subscriptions/<s>. Default: the local emulator's "
-            f"{cfg.LOCAL_SUBSCRIPTION}.",
+            f"{names.LOCAL_SUBSCRIPTION}.",
         )
         group.add_argument(
             "--dead_letter_topic",
             default=None,
             help="Dead letters: projects/<p>/topics/<t>. Default: <subscription project>/"
-            f"{cfg.LOCAL_DEAD_LETTER_TOPIC}.",
+            f"{names.LOCAL_DEAD_LETTER_TOPIC}.",
         )
         group.add_argument(
             "--bigtable_project",
             default=None,
             help="Bigtable project. Default: --project, else the subscription's project.",
         )
-        group.add_argument("--bigtable_instance", default=cfg.LOCAL_INSTANCE)
+        group.add_argument("--bigtable_instance", default=names.LOCAL_INSTANCE)
         for spec in TABLES.values():
             group.add_argument(
                 f"--{spec.group}_table",
                 default=spec.default_table_id,
                 help=f"Table for {spec.group} events (families: {', '.join(spec.families)}).",
             )
-        group.add_argument("--default_schema", default="consent.v1", help="When no attribute.")
-        group.add_argument("--schema_attribute", default="schema")
+        group.add_argument("--default_schema", default=DEFAULT_SCHEMA, help="When no attribute.")
+        group.add_argument("--schema_attribute", default=SCHEMA_ATTRIBUTE)
         group.add_argument("--max_message_bytes", type=int, default=64 * 1024)
         group.add_argument(
             "--max_event_age_seconds",
@@ -251,16 +253,17 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
     if max_age is None:
         max_age = 7 * 24 * 3600 if ingest.input is None else 100 * 366 * 24 * 3600
     rollups = ingest.rollups == "on" if ingest.rollups else ingest.input is None
-    subscription = ingest.subscription or cfg.subscription_path(
-        cfg.LOCAL_PROJECT, cfg.LOCAL_SUBSCRIPTION
+    subscription = ingest.subscription or names.subscription_path(
+        names.LOCAL_PROJECT, names.LOCAL_SUBSCRIPTION
     )
     if runner_name(options) == DATAFLOW and ingest.subscription is None:
         errors.append("--subscription is required on Dataflow (projects/<p>/subscriptions/<s>)")
     match = SUBSCRIPTION_RE.match(subscription)
-    project = match.group(1) if match else cfg.LOCAL_PROJECT
+    project = match.group(1) if match else names.LOCAL_PROJECT
     if not match:
         errors.append(f"--subscription={subscription}: expected projects/<p>/subscriptions/<s>")
-    dead_letter = ingest.dead_letter_topic or cfg.topic_path(project, cfg.LOCAL_DEAD_LETTER_TOPIC)
+    default_dead_letter = names.topic_path(project, names.LOCAL_DEAD_LETTER_TOPIC)
+    dead_letter = ingest.dead_letter_topic or default_dead_letter
     if not TOPIC_RE.match(dead_letter):
         errors.append(f"--dead_letter_topic={dead_letter}: expected projects/<p>/topics/<t>")
     bt_project = ingest.bigtable_project or options.view_as(GoogleCloudOptions).project or project

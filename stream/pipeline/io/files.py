@@ -14,7 +14,8 @@ from apache_beam.io import fileio
 from apache_beam.typehints.decorators import no_annotations
 
 from schemas.base import format_rfc3339_millis
-from stream.messages import SOURCE_MTIME_ATTRIBUTE, RawMessage
+from stream.pipeline.acknowledge import no_acknowledgement
+from stream.pipeline.messages import SOURCE_MTIME_ATTRIBUTE, RawMessage
 
 
 class _ReadLines(beam.DoFn):
@@ -45,8 +46,6 @@ class _ReadLines(beam.DoFn):
 class FileSource:
     """Reads `pattern` (any Beam filesystem: local paths, gs://...); nothing to acknowledge."""
 
-    acks_after_write = False
-
     def __init__(self, pattern: str, schema_attribute: str, schema: str) -> None:
         self._pattern = pattern
         self._attribute = schema_attribute
@@ -69,4 +68,4 @@ class FileSource:
 
     def acknowledge(self) -> beam.PTransform:
         """Nothing to acknowledge in a file."""
-        return beam.Map(lambda ack_id: ack_id)
+        return no_acknowledgement()

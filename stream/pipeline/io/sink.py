@@ -2,9 +2,9 @@
 
 import apache_beam as beam
 
-from stream.config import BigtableTarget
-from stream.io.bigtable import REJECTED, WriteRollupsFn, WriteRows
-from stream.io.pubsub import PublishDeadLettersFn
+from stream.pipeline.config import BigtableTarget
+from stream.pipeline.deadletters import PublishDeadLettersFn
+from stream.pipeline.io.bigtable import WriteRollups, WriteRows
 
 
 class BigtableSink:
@@ -15,12 +15,12 @@ class BigtableSink:
         self._topic = dead_letter_topic
 
     def write_rows(self) -> beam.PTransform:
-        """PCollection[ValidEvent] -> outputs `written` (Written) and `rejected` (DeadLetter)."""
+        """PCollection[ValidEvent] -> Writes(written: Written, rejected: DeadLetter)."""
         return WriteRows(self._target)
 
     def write_rollups(self) -> beam.PTransform:
-        """PCollection[RollupRow] -> outputs `rejected` (DeadLetter) for refused rows."""
-        return beam.ParDo(WriteRollupsFn(self._target)).with_outputs(REJECTED, main="written")
+        """PCollection[RollupRow] -> Writes(rejected: DeadLetter for rows refused for good)."""
+        return WriteRollups(self._target)
 
     def dead_letter(self) -> beam.PTransform:
         """PCollection[DeadLetter] -> the same letters, once Pub/Sub has stored them."""

@@ -24,11 +24,11 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
-from stream import metrics
-from stream.config import PubSubEndpoints
-from stream.io import clients
-from stream.io.pubsub import AcknowledgeFn
-from stream.messages import RawMessage
+from stream.pipeline import metrics
+from stream.pipeline.acknowledge import AcknowledgeFn
+from stream.pipeline.config import PubSubEndpoints
+from stream.pipeline.io import clients
+from stream.pipeline.messages import RawMessage
 
 UNBOUNDED = 2**62
 IDLE_POLL = Duration(seconds=0.2)
@@ -210,8 +210,6 @@ class PullMessagesFn(beam.DoFn):
 
 class PullSource:
     """Source for portable runners: `readers` concurrent pullers, acks after the write."""
-
-    acks_after_write = True
 
     def __init__(self, endpoints: PubSubEndpoints) -> None:
         self._endpoints = endpoints

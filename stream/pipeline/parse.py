@@ -7,9 +7,10 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.typehints.decorators import no_annotations
 
-from stream import metrics
-from stream.messages import DeadLetter, RawMessage, ValidEvent
-from stream.validate import ParseRules, validate
+from stream.pipeline import metrics
+from stream.pipeline.messages import DeadLetter, RawMessage, ValidEvent
+from stream.pipeline.outputs import Parsed
+from stream.pipeline.validate import ParseRules, validate
 
 VALID = "valid"
 INVALID = "invalid"
@@ -40,7 +41,7 @@ class _ValidateFn(beam.DoFn):
 class ParseAndValidate(beam.PTransform):
     """Decode and validate against the schema named by the message attribute.
 
-    Returns a tuple-like result with `valid` (ValidEvent) and `invalid` (DeadLetter).
+    Returns Parsed(valid: ValidEvent, invalid: DeadLetter).
     """
 
     def __init__(self, rules: ParseRules) -> None:
@@ -48,7 +49,8 @@ class ParseAndValidate(beam.PTransform):
         self._rules = rules
 
     @no_annotations
-    def expand(self, messages: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return messages | "Validate" >> beam.ParDo(_ValidateFn(self._rules)).with_outputs(
+    def expand(self, messages: beam.PCollection) -> Parsed:
+        outputs = messages | "Validate" >> beam.ParDo(_ValidateFn(self._rules)).with_outputs(
             INVALID, main=VALID
         )
+        return Parsed(valid=outputs[VALID], invalid=outputs[INVALID])

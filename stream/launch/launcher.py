@@ -12,18 +12,18 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.runners.runner import PipelineState
 
-from stream import local
-from stream.config import IngestConfig
-from stream.emulators import EmulatorError
-from stream.io.files import FileSource
-from stream.io.pubsub import NativeSource
-from stream.io.pubsub_pull import PullSource
-from stream.io.sink import BigtableSink
-from stream.options import DATAFLOW, ConfigError, to_config, uses_emulators
-from stream.pipeline import Source, build_pipeline
-from stream.resources import ResourceError, check_subscription, check_tables
-from stream.runners import RunnerChoice, choose_runner
-from stream.status import StatusPrinter
+from stream.launch.checks import ResourceError, check_subscription, check_tables
+from stream.launch.options import DATAFLOW, ConfigError, to_config, uses_emulators
+from stream.launch.runners import RunnerChoice, choose_runner
+from stream.launch.status import StatusPrinter
+from stream.local import environment as local
+from stream.local.emulators import EmulatorError
+from stream.pipeline.build import Source, build_pipeline
+from stream.pipeline.config import IngestConfig
+from stream.pipeline.io.files import FileSource
+from stream.pipeline.io.pubsub_native import NativeSource
+from stream.pipeline.io.pubsub_pull import PullSource
+from stream.pipeline.io.sink import BigtableSink
 
 _LOG = logging.getLogger("stream")
 

@@ -5,7 +5,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.typehints.decorators import no_annotations
 from apache_beam.utils.timestamp import Timestamp
 
-from stream.messages import ValidEvent
+from stream.pipeline.messages import ValidEvent
 
 
 @no_annotations  # the element type stays ValidEvent; only its timestamp changes

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-PUBSUB_ENV = "PUBSUB_EMULATOR_HOST"
-BIGTABLE_ENV = "BIGTABLE_EMULATOR_HOST"
+from stream.names import BIGTABLE_ENV, PUBSUB_ENV
+
 PUBSUB_PACKAGE = "google-cloud-cli-pubsub-emulator"
 BIGTABLE_PACKAGE = "google-cloud-cli-bigtable-emulator"
 PUBSUB_RELATIVE = Path("platform/pubsub-emulator/bin/cloud-pubsub-emulator")

@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from stream.options import DATAFLOW, runner_name
+from stream.launch.options import DATAFLOW, runner_name
 
 _LOG = logging.getLogger(__name__)
 BEAM_VERSION = beam.version.__version__

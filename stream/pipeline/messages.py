@@ -34,7 +34,6 @@ class Stage(StrEnum):
     """Which pipeline stage rejected a message (the `deadletter_stage` attribute)."""
 
     PARSE = "parse"
-    EVENT_TIME = "event_time"
     WRITE = "write"
     ROLLUP = "rollup"
 

@@ -14,8 +14,9 @@ from schemas.base import (
     parse_event_time,
 )
 from schemas.consent import UNKNOWN_SERVICE_ERROR
-from schemas.registry import SCHEMAS
-from stream.messages import (
+from schemas.registry import DEFAULT_SCHEMA, SCHEMA_ATTRIBUTE, SCHEMAS
+from stream.pipeline.deadletters import letter
+from stream.pipeline.messages import (
     SOURCE_MTIME_ATTRIBUTE,
     DeadLetter,
     ErrorKind,
@@ -23,8 +24,6 @@ from stream.messages import (
     Stage,
     ValidEvent,
 )
-
-MAX_ERROR_TEXT = 900  # Pub/Sub attribute values are limited to 1024 bytes.
 
 
 class MissingEventTime(StrEnum):
@@ -61,8 +60,8 @@ class EventTimeFallback:
 class ParseRules:
     """Everything validation needs besides the message: picklable, set once at startup."""
 
-    default_schema: str = "consent.v1"
-    schema_attribute: str = "schema"
+    default_schema: str = DEFAULT_SCHEMA
+    schema_attribute: str = SCHEMA_ATTRIBUTE
     max_message_bytes: int = 64 * 1024
     max_event_age: timedelta = timedelta(days=7)
     max_future_skew: timedelta = timedelta(minutes=5)
@@ -73,8 +72,7 @@ class ParseRules:
 def _reject(
     raw: RawMessage, kind: ErrorKind, error: str, schema: str = "", stage: Stage = Stage.PARSE
 ) -> DeadLetter:
-    capped = error.encode()[:MAX_ERROR_TEXT].decode(errors="ignore")  # bytes, not characters
-    return DeadLetter(raw=raw, kind=kind, error=capped, stage=stage, schema=schema)
+    return letter(raw, kind, error, stage, schema)
 
 
 def _classify(exc: ValidationError) -> tuple[ErrorKind, str]:

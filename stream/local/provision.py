@@ -1,4 +1,4 @@
-"""Create (idempotently) and check the topics, subscriptions and tables a run needs."""
+"""Create (idempotently) the topics, subscriptions and tables a run needs: local tooling."""
 
 import logging
 from collections.abc import Iterable
@@ -8,23 +8,10 @@ from google.cloud import pubsub_v1
 from google.cloud.bigtable import Client as BigtableAdminClient
 from google.cloud.bigtable import column_family
 
-from schemas.registry import TABLES
-from stream.config import BigtableTarget, IngestConfig
+from stream.pipeline.config import BigtableTarget
+from stream.pipeline.tables import TABLES
 
 _LOG = logging.getLogger(__name__)
-
-
-class ResourceError(RuntimeError):
-    """A resource is missing or misconfigured; the message says what to change."""
-
-
-def required_ack_deadline(config: IngestConfig) -> int:
-    """Seconds a message may be held between pull and ack by the pull source.
-
-    One bundle holds a message through the row write (bounded by the write timeout) and,
-    for failures, the dead-letter publish (bounded the same way), plus processing slack.
-    """
-    return int(2 * config.bigtable.timeout.total_seconds()) + 10
 
 
 def ensure_topic(publisher: pubsub_v1.PublisherClient, topic: str) -> None:
@@ -86,47 +73,3 @@ def ensure_tables(target: BigtableTarget, groups: Iterable[str] | None = None) -
             column_families={fam: column_family.MaxVersionsGCRule(1) for fam in spec.families}
         )
         _LOG.info("created table %s (families %s)", table.table_id, ", ".join(spec.families))
-
-
-def check_tables(target: BigtableTarget) -> None:
-    """Fail fast when a table or a column family the schemas write to is missing."""
-    client = BigtableAdminClient(project=target.project, admin=True)
-    instance = client.instance(target.instance)
-    problems = []
-    for group, spec in TABLES.items():
-        table_id = target.table_id(group)
-        try:
-            families = set(instance.table(table_id).list_column_families())
-        except gexc.NotFound:
-            problems.append(
-                f"table {table_id} ({group}) does not exist in instance {target.instance}"
-            )
-            continue
-        missing = [fam for fam in spec.families if fam not in families]
-        if missing:
-            problems.append(f"table {table_id} lacks column families {', '.join(missing)}")
-    if problems:
-        raise ResourceError(
-            "Bigtable is not ready for this pipeline:\n  "
-            + "\n  ".join(problems)
-            + "\n  create them (infra/terraform, or `cbt createtable` / `cbt createfamily`)"
-        )
-
-
-def check_subscription(config: IngestConfig) -> None:
-    """Fail fast when the subscription is missing or its ack deadline is too short."""
-    subscription = config.pubsub.subscription
-    need = required_ack_deadline(config)
-    with pubsub_v1.SubscriberClient() as subscriber:
-        try:
-            current = subscriber.get_subscription(request={"subscription": subscription})
-        except gexc.NotFound:
-            raise ResourceError(f"subscription {subscription} does not exist") from None
-    if current.ack_deadline_seconds < need:
-        raise ResourceError(
-            f"subscription {subscription} has an ack deadline of "
-            f"{current.ack_deadline_seconds}s, but this pipeline may hold a message up to "
-            f"{need}s before acknowledging it (2 x --write_timeout_seconds + 10). Raise it: "
-            f"gcloud pubsub subscriptions update {subscription} --ack-deadline={need}, "
-            "or lower --write_timeout_seconds"
-        )

@@ -1,0 +1,1 @@
+"""Local and development tooling: the emulators and the resources on them."""

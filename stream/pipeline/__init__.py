@@ -1,0 +1,1 @@
+"""Worker code: the pipeline and everything its transforms pickle and ship to the workers."""

@@ -1,0 +1,1 @@
+"""Per-window aggregates: facts, accumulators, the lateness gate, accumulation, the transform."""

@@ -1,1 +1,0 @@
-"""One composite PTransform per pipeline stage."""
