@@ -18,6 +18,7 @@ from pathlib import Path
 
 from loadgen.expect import ExpectedRow, UnmappableError, event_time, expected_row, rfc3339_millis
 from loadgen.seed import SEED_DOMAINS, SEED_SERVICES, endpoint_timestamp, stamp
+from schemas.registry import DEFAULT_SCHEMA
 
 SCHEMAS = ("consent.v1", "consent.v2", "telemetry.v1")  # the schemas this generator can build
 REGIONS = ("eu", "us", "apac", "latam", "mea")
@@ -221,7 +222,7 @@ class TrafficGenerator:
 class Replay:
     """How `publish --from-file` sends a file's lines, and what it then expects."""
 
-    schema: str = "consent.v1"
+    schema: str = DEFAULT_SCHEMA
     stamp: bool = False  # add `message_timestamp` at publish, as the seed's scale_endpoint did
     max_message_bytes: int = 64 * 1024  # the pipeline's --max_message_bytes
     max_event_age: timedelta = timedelta(days=7)  # its --max_event_age_seconds
