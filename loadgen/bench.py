@@ -35,11 +35,12 @@ import apache_beam as beam
 import psutil
 from apache_beam.options.pipeline_options import PipelineOptions
 from google.cloud import pubsub_v1
-from google.cloud.bigtable.data import BigtableDataClient, ReadRowsQuery, RowRange
+from google.cloud.bigtable.data import BigtableDataClient
 
 from loadgen import ceiling
 from loadgen.process import PipelineProcess
 from loadgen.publish import Publisher
+from loadgen.readback import count_rows, rows
 from loadgen.report import Progress
 from loadgen.seed import endpoint_timestamp, seed_request
 from loadgen.traffic import Planned, planned_row
@@ -49,6 +50,7 @@ from stream.local import environment as local
 from stream.local.emulators import Emulators
 from stream.local.provision import ensure_subscription, ensure_topic
 from stream.pipeline.config import IngestConfig
+from stream.pipeline.io.batch_writer import INGESTED_AT
 
 RUN_DIR = Path(".run")
 
@@ -126,29 +128,21 @@ def _publish(
     return stats.sent, time.monotonic() - started
 
 
+INGESTED = INGESTED_AT.decode()
+
+
 def _prefix_rows(client: BigtableDataClient, domain: str) -> list[tuple[int, int]]:
     """(event time ms, ingested ms) of every row under `domain`."""
-    table = client.get_table(names.LOCAL_INSTANCE, "scale-traffic")
-    start = f"{domain}#".encode()
-    query = ReadRowsQuery(row_ranges=RowRange(start_key=start, end_key=start[:-1] + b"$"))
     result = []
-    for row in table.read_rows(query):
-        ingested = [c for c in row.cells if c.qualifier == b"ingested_at"]
+    for _, versions in rows(client, names.LOCAL_INSTANCE, "scale-traffic", prefix=f"{domain}#"):
+        ingested = [(ts, value) for _, qualifier, ts, value in versions if qualifier == INGESTED]
         if ingested:
-            result.append((ingested[0].timestamp_micros // 1000, int(ingested[0].value)))
+            result.append((ingested[0][0] // 1000, int(ingested[0][1])))
     return result
 
 
 def _count_prefix(client: BigtableDataClient, domain: str) -> int:
-    from google.cloud.bigtable.data.row_filters import StripValueTransformerFilter
-
-    table = client.get_table(names.LOCAL_INSTANCE, "scale-traffic")
-    start = f"{domain}#".encode()
-    query = ReadRowsQuery(
-        row_ranges=RowRange(start_key=start, end_key=start[:-1] + b"$"),
-        row_filter=StripValueTransformerFilter(True),
-    )
-    return sum(1 for _ in table.read_rows(query))
+    return count_rows(client, names.LOCAL_INSTANCE, "scale-traffic", prefix=f"{domain}#")
 
 
 class _WrittenHint:

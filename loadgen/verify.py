@@ -14,19 +14,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1
-from google.cloud.bigtable.data import BigtableDataClient, ReadRowsQuery
+from google.cloud.bigtable.data import BigtableDataClient
 
 from loadgen.expect import EPOCH, rfc3339_millis
 from loadgen.ledger import ExpectedEvent, Ledger, StoredLetter
+from loadgen.readback import Letter, StoredRow, pull_letters, scan
 from loadgen.traffic import ANY_KIND, LOADGEN_ID
 from stream.pipeline.io.batch_writer import INGESTED_AT
 
 IGNORED_COLUMNS = {INGESTED_AT.decode()}  # written only when --record_ingest_time is set
 
-# row key -> "family:qualifier" -> {timestamp_micros: value}
-StoredRow = dict[str, dict[int, str]]
 
 
 @dataclass
@@ -69,21 +66,6 @@ class Targets:
     instance: str
     tables: dict[str, str]  # table group -> table id
     dead_letter_subscription: str
-
-
-def scan(
-    client: BigtableDataClient, instance: str, table_id: str
-) -> Iterator[tuple[str, StoredRow]]:
-    """Every row of a table, in key order, with every cell version."""
-    table = client.get_table(instance, table_id)
-    for row in table.read_rows(ReadRowsQuery()):
-        stored: StoredRow = {}
-        for cell in row.cells:
-            column = f"{cell.family}:{cell.qualifier.decode()}"
-            stored.setdefault(column, {})[cell.timestamp_micros] = cell.value.decode(
-                errors="replace"
-            )
-        yield row.row_key.decode(), stored
 
 
 # Pub/Sub stamps a message on arrival, between our publish call and its confirmation; this
@@ -231,50 +213,23 @@ def judge_letters(ledger: Ledger, verdict: Verdict) -> None:
 def drain_dead_letters(subscription: str, ledger: Ledger, quiet_seconds: float = 2.0) -> int:
     """Pull and ack everything on the dead-letter subscription into the ledger.
 
-    Stops after two empty pulls in a row (Pub/Sub may answer one pull empty while messages
-    are pending). Letters are stored before they are acked and keyed by their own message
-    id, so a redelivery after a failed ack is not mistaken for a duplicate.
+    Letters are stored before they are acked and keyed by their own message id, so a
+    redelivery after a failed ack is not mistaken for a duplicate.
     """
-    total = 0
-    empty = 0
-    with pubsub_v1.SubscriberClient() as subscriber:
-        while empty < 2:
-            try:
-                response = subscriber.pull(
-                    request={"subscription": subscription, "max_messages": 1000},
-                    timeout=quiet_seconds,
-                )
-                received = list(response.received_messages)
-            except (gexc.DeadlineExceeded, gexc.ServiceUnavailable):
-                received = []
-            if not received:
-                empty += 1
-                continue
-            empty = 0
-            ledger.add_dead_letters(
-                StoredLetter(
-                    loadgen_id=r.message.attributes.get(LOADGEN_ID, ""),
-                    kind=r.message.attributes.get("deadletter_kind", ""),
-                    message_id=r.message.attributes.get("deadletter_message_id", ""),
-                    stage=r.message.attributes.get("deadletter_stage", ""),
-                    pubsub_id=r.message.message_id,
-                )
-                for r in received
+
+    def keep(batch: list[Letter]) -> None:
+        ledger.add_dead_letters(
+            StoredLetter(
+                loadgen_id=letter.attributes.get(LOADGEN_ID, ""),
+                kind=letter.attributes.get("deadletter_kind", ""),
+                message_id=letter.attributes.get("deadletter_message_id", ""),
+                stage=letter.attributes.get("deadletter_stage", ""),
+                pubsub_id=letter.message_id,
             )
-            subscriber.acknowledge(
-                request={"subscription": subscription, "ack_ids": [r.ack_id for r in received]}
-            )
-            total += len(received)
-    return total
+            for letter in batch
+        )
 
-
-def count_rows(client: BigtableDataClient, instance: str, table_id: str) -> int:
-    """Rows in a table (keys only)."""
-    from google.cloud.bigtable.data.row_filters import StripValueTransformerFilter
-
-    table = client.get_table(instance, table_id)
-    query = ReadRowsQuery(row_filter=StripValueTransformerFilter(True))
-    return sum(1 for _ in table.read_rows(query))
+    return len(pull_letters(subscription, timeout=3600, quiet=quiet_seconds, keep=keep))
 
 
 def verify_once(ledger: Ledger, targets: Targets, client: BigtableDataClient) -> Verdict:

@@ -114,38 +114,38 @@ def _start(command: list[str], log_path: Path | None) -> subprocess.Popen[bytes]
     )
 
 
-def start_pubsub(port: int = 0, log_dir: Path | None = None, host: str = "127.0.0.1") -> Emulator:
-    """Start the Pub/Sub emulator (Java, ~5 s) on `port` (0: any free port)."""
-    binary = emulator_binary(PUBSUB_RELATIVE, PUBSUB_PACKAGE)
-    port = port or free_port()
-    process = _start(
-        [str(binary), f"--host={host}", f"--port={port}"],
-        log_dir / "pubsub-emulator.log" if log_dir else None,
-    )
-    emulator = Emulator("pubsub", PUBSUB_ENV, host, port, process)
+def _launch(
+    name: str,
+    env_var: str,
+    command: list[str],
+    address: tuple[str, int],
+    log_dir: Path | None,
+    ready: float,
+) -> Emulator:
+    process = _start(command, log_dir / f"{name}-emulator.log" if log_dir else None)
+    emulator = Emulator(name, env_var, *address, process)
     try:
-        wait_for_port(host, port, 60, process)
+        wait_for_port(*address, ready, process)
     except EmulatorError:
         emulator.stop()
         raise
     return emulator
+
+
+def start_pubsub(port: int = 0, log_dir: Path | None = None, host: str = "127.0.0.1") -> Emulator:
+    """Start the Pub/Sub emulator (Java, ~5 s) on `port` (0: any free port)."""
+    binary = emulator_binary(PUBSUB_RELATIVE, PUBSUB_PACKAGE)
+    port = port or free_port()
+    command = [str(binary), f"--host={host}", f"--port={port}"]
+    return _launch("pubsub", PUBSUB_ENV, command, (host, port), log_dir, ready=60)
 
 
 def start_bigtable(port: int = 0, log_dir: Path | None = None, host: str = "127.0.0.1") -> Emulator:
     """Start the Bigtable emulator (in memory, instant) on `port` (0: any free port)."""
     binary = emulator_binary(BIGTABLE_RELATIVE, BIGTABLE_PACKAGE)
     port = port or free_port()
-    process = _start(
-        [str(binary), "-host", host, "-port", str(port)],
-        log_dir / "bigtable-emulator.log" if log_dir else None,
-    )
-    emulator = Emulator("bigtable", BIGTABLE_ENV, host, port, process)
-    try:
-        wait_for_port(host, port, 30, process)
-    except EmulatorError:
-        emulator.stop()
-        raise
-    return emulator
+    command = [str(binary), "-host", host, "-port", str(port)]
+    return _launch("bigtable", BIGTABLE_ENV, command, (host, port), log_dir, ready=30)
 
 
 class Emulators:

@@ -74,9 +74,8 @@ def dead_letter_message(letter: DeadLetter) -> tuple[bytes, dict[str, str]]:
 class DeadLetters(beam.PTransform):
     """Publish each branch's failures with the sink's dead-letter transform.
 
-    Applied per branch instead of after a Flatten: Prism executes Flatten in the runner,
-    which breaks fusion and would ship every failure (and, downstream, every ack) through
-    the runner before it is acknowledged. Per branch, read -> write -> ack stays one stage.
+    Per branch, not after a Flatten: read -> write -> ack stays one fused stage
+    (stream/DESIGN.md, "One fused stage").
     """
 
     def __init__(self, publish: Callable[[], beam.PTransform]) -> None:

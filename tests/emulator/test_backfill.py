@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.readback import pull_all, read_table
+from loadgen.readback import pull_letters, read_table
 from tests.helpers.resources import PROJECT, TestResources
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
@@ -55,7 +55,7 @@ def test_backfill_twice_leaves_the_same_table(resources: TestResources, tmp_path
 
     _backfill(resources, pattern)
     first = read_table(PROJECT, resources.instance, resources.table("consent"))
-    letters = pull_all(resources.dead_letter_subscription, expected=bad, timeout=30)
+    letters = pull_letters(resources.dead_letter_subscription, expected=bad, timeout=30)
 
     _backfill(resources, pattern)
     second = read_table(PROJECT, resources.instance, resources.table("consent"))

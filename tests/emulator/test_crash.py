@@ -13,8 +13,7 @@ import pytest
 
 from loadgen.process import PipelineProcess
 from loadgen.report import PublishStats
-from tests.helpers.load import publish_load, verify_load
-from tests.helpers.readback import wait_for
+from tests.helpers.load import publish_load, verify_load, wait_for
 from tests.helpers.resources import new_resources
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]

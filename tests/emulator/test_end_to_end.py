@@ -11,16 +11,9 @@ from pathlib import Path
 import pytest
 
 from loadgen.process import PipelineProcess
+from loadgen.readback import Letter, Table, pull_letters, read_table, table_rows
 from tests.helpers.corpus import Corpus, build_corpus, consent_v1
-from tests.helpers.readback import (
-    Letter,
-    Table,
-    count_rows,
-    publish,
-    pull_all,
-    read_table,
-    wait_for,
-)
+from tests.helpers.load import publish, wait_for
 from tests.helpers.resources import PROJECT, TestResources
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
@@ -38,13 +31,13 @@ def _run_until_stored(
     try:
         done = wait_for(
             lambda: all(
-                count_rows(PROJECT, resources.instance, resources.table(g)) >= n
+                table_rows(PROJECT, resources.instance, resources.table(g)) >= n
                 for g, n in expected.items()
             ),
             timeout=120,
         )
         assert done, f"rows did not arrive; pipeline log:\n{pipeline.log()[-4000:]}"
-        letters = pull_all(resources.dead_letter_subscription, len(corpus.letters), timeout=60)
+        letters = pull_letters(resources.dead_letter_subscription, len(corpus.letters), timeout=60)
     finally:
         code = pipeline.stop()
     assert code == 0, pipeline.log()[-4000:]

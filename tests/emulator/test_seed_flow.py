@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from loadgen.process import PipelineProcess
+from loadgen.readback import Table, pull_letters, read_table
 from loadgen.seed import write_request_files
 from loadgen.traffic import Replay
 from tests.helpers.load import replay_file, verify_load
-from tests.helpers.readback import Table, pull_all, read_table
 from tests.helpers.resources import PROJECT, TestResources
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
@@ -116,7 +116,7 @@ def test_timestamp_less_backfill_twice_rewrites_the_same_cells(
     assert second == first  # replayed: the same cells, one version each
     stamps = {row[("cf1", "message_timestamp")][0] for row in second.values()}
     assert stamps == {(1_614_939_630_123_000, b"2021-03-05T10:20:30.123Z")}
-    assert pull_all(resources.dead_letter_subscription, expected=0, timeout=2) == []
+    assert pull_letters(resources.dead_letter_subscription, expected=0, timeout=2) == []
 
 
 def test_without_a_fallback_the_unstamped_lines_are_missing_their_time(
@@ -125,7 +125,7 @@ def test_without_a_fallback_the_unstamped_lines_are_missing_their_time(
     (path,) = write_request_files(tmp_path / "requests", 20, files=1, seed=6)
     _backfill(resources, str(path))
     assert read_table(PROJECT, resources.instance, resources.table("consent")) == {}
-    letters = pull_all(resources.dead_letter_subscription, expected=20, timeout=30)
+    letters = pull_letters(resources.dead_letter_subscription, expected=20, timeout=30)
     assert len(letters) == 20
     assert {letter.attributes["deadletter_kind"] for letter in letters} == {"missing_field"}
     assert {letter.data for letter in letters} == {

@@ -21,7 +21,7 @@ from loadgen.__main__ import main as loadgen_main
 from loadgen.ledger import Ledger
 from loadgen.traffic import Planned, TrafficGenerator, TrafficOptions
 from loadgen.verify import Targets, Verdict, verify, verify_once
-from tests.helpers.readback import publish
+from tests.helpers.load import publish
 from tests.helpers.resources import PROJECT, TestResources
 
 pytestmark = [pytest.mark.emulator]

@@ -5,7 +5,6 @@ The Bigtable emulator never fails on its own, so writes go through the fault pro
 """
 
 import json
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from loadgen.ledger import Ledger
 from loadgen.process import PipelineProcess
+from loadgen.readback import pull_letters, read_table, table_rows
 from stream.launch.options import to_config
 from stream.names import BIGTABLE_ENV
 from stream.pipeline.build import build_pipeline
@@ -32,9 +32,8 @@ from stream.pipeline.io.pubsub_native import NativeSource
 from stream.pipeline.io.sink import BigtableSink
 from stream.pipeline.messages import ValidEvent
 from tests.faults.proxy import FaultProxy
-from tests.helpers.corpus import consent_v1
-from tests.helpers.load import publish_load, verify_load
-from tests.helpers.readback import count_rows, publish, pull_all, read_table, wait_for
+from tests.helpers.builders import consent_body, encoded
+from tests.helpers.load import publish, publish_load, verify_load, wait_for
 from tests.helpers.resources import PROJECT, TestResources, new_resources
 
 pytestmark = [pytest.mark.faults, pytest.mark.emulator, pytest.mark.slow]
@@ -47,9 +46,9 @@ def _consent_messages(count: int) -> tuple[list[tuple[bytes, dict[str, str]]], l
     keys: list[str] = []
     now = datetime.now(UTC)
     for _ in range(count):
-        data, row = consent_v1(uuid.uuid4(), "faults.example.com", ["essential-1"], now)
-        messages.append((data, {}))
-        keys.append(row.row_key)
+        body = consent_body(domain="faults.example.com", when=now)
+        messages.append((encoded(body), {}))
+        keys.append(f"faults.example.com#{body['user']}")
     return messages, keys
 
 
@@ -129,7 +128,7 @@ def test_failed_element_makes_the_runner_retry_its_whole_bundle(
     result = pipeline.run()
     try:
         done = wait_for(
-            lambda: count_rows(PROJECT, resources.instance, resources.table("consent")) >= 60,
+            lambda: table_rows(PROJECT, resources.instance, resources.table("consent")) >= 60,
             timeout=120,
         )
     finally:
@@ -138,7 +137,7 @@ def test_failed_element_makes_the_runner_retry_its_whole_bundle(
 
     assert FAILED_ONCE == doomed  # every injected failure happened
     _assert_one_version_per_cell(resources, keys)
-    assert pull_all(resources.dead_letter_subscription, expected=0, timeout=2) == []
+    assert pull_letters(resources.dead_letter_subscription, expected=0, timeout=2) == []
     # Evidence of whole-bundle retries: rows written before a failing element in its bundle
     # were written again when the bundle was retried; doomed rows were written once.
     writes = _writes_per_key(proxy)
@@ -199,10 +198,12 @@ def test_permanently_rejected_rows_go_to_the_dead_letter(
         resources.flags(), tmp_path / "pipeline.log", env={BIGTABLE_ENV: proxy.address}
     )
     try:
-        letters = pull_all(resources.dead_letter_subscription, expected=len(rejected), timeout=90)
+        letters = pull_letters(
+            resources.dead_letter_subscription, expected=len(rejected), timeout=90
+        )
         wait_for(
             lambda: (
-                count_rows(PROJECT, resources.instance, resources.table("consent"))
+                table_rows(PROJECT, resources.instance, resources.table("consent"))
                 >= len(keys) - len(rejected)
             ),
             timeout=60,
@@ -249,8 +250,8 @@ def test_direct_runner_loses_a_bundle_that_fails_beyond_its_retries(
     finally:
         pipeline.stop()
     assert pipeline.process.returncode == 1, pipeline.log()[-3000:]
-    assert count_rows(PROJECT, resources.instance, resources.table("consent")) == 0
-    assert pull_all(resources.subscription, expected=len(keys), timeout=5) == []  # acked: lost
+    assert table_rows(PROJECT, resources.instance, resources.table("consent")) == 0
+    assert pull_letters(resources.subscription, expected=len(keys), timeout=5) == []  # acked: lost
 
 
 def test_prism_restarts_after_an_outage_and_loses_nothing(
@@ -274,13 +275,13 @@ def test_prism_restarts_after_an_outage_and_loses_nothing(
         assert wait_for(lambda: "pipeline failed; restarting" in pipeline.log(), timeout=90)
         proxy.reset()  # Bigtable is back
         done = wait_for(
-            lambda: count_rows(PROJECT, resources.instance, resources.table("consent")) >= 30,
+            lambda: table_rows(PROJECT, resources.instance, resources.table("consent")) >= 30,
             timeout=120,
         )
     finally:
         pipeline.stop()
     assert done, pipeline.log()[-3000:]
     _assert_one_version_per_cell(resources, keys)
-    assert pull_all(resources.dead_letter_subscription, expected=0, timeout=2) == []
+    assert pull_letters(resources.dead_letter_subscription, expected=0, timeout=2) == []
     restarts = Counter(line for line in pipeline.log().splitlines() if "restarting in" in line)
     assert sum(restarts.values()) >= 1

@@ -1,6 +1,10 @@
-"""Drive a load run against a test's resources: publish with a ledger, then verify."""
+"""Drive a test's traffic: publish messages (or a load with a ledger), wait, verify."""
 
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from google.cloud import pubsub_v1
 
 from loadgen.ledger import Ledger
 from loadgen.publish import Publisher
@@ -57,3 +61,25 @@ def verify_load(resources: TestResources, ledger_path: Path, timeout: float = 12
     """The verifier's verdict for the ledger against the test's table and dead letters."""
     with Ledger(ledger_path) as ledger:
         return verify(ledger, targets(resources), timeout=timeout, progress=False)
+
+
+def publish(topic: str, messages: Iterable[tuple[bytes, dict[str, str]]]) -> list[str]:
+    """Publish and wait for every message; returns the message ids in order."""
+    publisher = pubsub_v1.PublisherClient(
+        batch_settings=pubsub_v1.types.BatchSettings(max_messages=1000, max_latency=0.01)
+    )
+    try:
+        futures = [publisher.publish(topic, data, **attrs) for data, attrs in messages]
+        return [future.result(timeout=60) for future in futures]
+    finally:
+        publisher.stop()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+    """Poll `predicate` until true or `timeout` seconds passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

@@ -24,6 +24,7 @@ from stream.pipeline.build import build_pipeline
 from stream.pipeline.config import BigtableTarget, IngestConfig, PubSubEndpoints
 from stream.pipeline.messages import RawMessage
 from stream.pipeline.validate import ParseRules
+from tests.helpers.builders import consent_body, raw
 from tests.helpers.fakes import CollectingSink, TestStreamSource
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -38,14 +39,8 @@ CONFIG = IngestConfig(
 
 def consent(event_time: datetime) -> tuple[RawMessage, str]:
     user = str(uuid.uuid4())
-    body = {
-        "user": user,
-        "domain": "example.com",
-        "services": ["essential-1"],
-        "message_timestamp": event_time.isoformat(),
-    }
-    raw = RawMessage(data=json.dumps(body).encode(), message_id=user, publish_time=NOW)
-    return raw, f"example.com#{user}"
+    message = raw(consent_body(user, when=event_time), message_id=user, publish_time=NOW)
+    return message, f"example.com#{user}"
 
 
 def at(moment: datetime) -> Timestamp:

@@ -5,7 +5,6 @@ a (key, window): each update is written at the window's end + its number in mill
 Every test runs on the DirectRunner and on Prism (its late panes once went missing).
 """
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +20,7 @@ from apache_beam.utils.timestamp import Timestamp
 from stream.launch.runners import find_prism
 from stream.pipeline.build import build_pipeline
 from stream.pipeline.config import BigtableTarget, IngestConfig, PubSubEndpoints
-from stream.pipeline.messages import RawMessage
+from tests.helpers.builders import consent_body, raw, telemetry_body
 from tests.helpers.fakes import CollectingSink, TestStreamSource
 
 # A window-aligned start, a few minutes back so nothing is in the future.
@@ -42,25 +41,17 @@ def at(moment: datetime) -> Timestamp:
 def consent(
     user: int, seconds: float, services: list[str], domain: str = "shop.example.com"
 ) -> TimestampedValue:
-    body = {
-        "user": USERS[user],
-        "domain": domain,
-        "services": services,
-        "message_timestamp": (T0 + timedelta(seconds=seconds)).isoformat(),
-    }
-    raw = RawMessage(data=json.dumps(body).encode(), message_id=f"m-{user}-{seconds}")
-    return TimestampedValue(raw, at(T0 + timedelta(seconds=seconds)))
+    when = T0 + timedelta(seconds=seconds)
+    message = raw(
+        consent_body(USERS[user], domain, services, when), message_id=f"m-{user}-{seconds}"
+    )
+    return TimestampedValue(message, at(when))
 
 
 def reading(seconds: float, temp: float) -> TimestampedValue:
-    body = {
-        "device_id": "sensor-1",
-        "recorded_at": (T0 + timedelta(seconds=seconds)).isoformat(),
-        "readings": {"temp_c": temp},
-        "firmware": "1.0.0",
-    }
-    raw = RawMessage(data=json.dumps(body).encode(), attributes={"schema": "telemetry.v1"})
-    return TimestampedValue(raw, at(T0 + timedelta(seconds=seconds)))
+    when = T0 + timedelta(seconds=seconds)
+    body = telemetry_body(when=when, readings={"temp_c": temp})
+    return TimestampedValue(raw(body, attributes={"schema": "telemetry.v1"}), at(when))
 
 
 PRISM = find_prism()

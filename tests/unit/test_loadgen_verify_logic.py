@@ -10,8 +10,9 @@ import pytest
 
 from loadgen.expect import PUBLISH_TIME
 from loadgen.ledger import ExpectedEvent, Ledger, StoredLetter
+from loadgen.readback import StoredRow
 from loadgen.traffic import ANY_KIND, Planned, TrafficGenerator, TrafficOptions
-from loadgen.verify import StoredRow, Verdict, judge_letters, judge_row, judge_table
+from loadgen.verify import Verdict, judge_letters, judge_row, judge_table
 
 LINE = re.compile(
     r"^verify: sent=(\d+) rows=(\d+) deadletter=(\d+) lost=(\d+) duplicated=(\d+) "

@@ -1,10 +1,8 @@
 """Process-wide Pub/Sub and Bigtable clients, shared by every DoFn instance and thread.
 
-The clients are thread-safe and expensive to build (channels, auth, background threads).
-DoFn.setup() takes them from here instead of building its own: the BundleBasedDirectRunner
-calls setup()/teardown() around every bundle (runners/direct/transform_evaluator.py), which
-with per-DoFn clients meant new gRPC channels for every 10 messages. They live until the
-process exits; the key includes the emulator address so tests with other emulators get
+The clients are thread-safe and expensive to build; DoFn.setup() takes them from here
+because the DirectRunner sets a DoFn up for every bundle (stream/DESIGN.md). They live until
+the process exits; the key includes the emulator address, so tests with other emulators get
 other clients.
 """
 

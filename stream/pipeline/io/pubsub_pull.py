@@ -1,10 +1,8 @@
 """A Pub/Sub source for portable runners (Prism, Flink, Spark): an unbounded splittable DoFn.
 
-Python's ReadFromPubSub is a native transform that only Dataflow and the DirectRunner
-implement. This source pulls batches with the synchronous Pull API and never acknowledges:
-every message carries its ack id downstream, and the pipeline's Acknowledge stage acks it
-only after its row (or dead letter) is stored. A crash therefore leaves unfinished messages
-in the subscription, to be redelivered and rewritten idempotently.
+It pulls batches and never acknowledges: each message carries its ack id to the
+Acknowledge stage, which acks it once its row or dead letter is stored. Why, and the runner
+facts behind each choice here: stream/DESIGN.md, "The pull source on Prism".
 """
 
 import time
@@ -32,18 +30,11 @@ from stream.pipeline.messages import RawMessage
 
 UNBOUNDED = 2**62
 IDLE_POLL = Duration(seconds=0.2)
-# Generous: a pull cancelled by the client after the server handed it messages leaves them
-# leased to nobody until the ack deadline (measured: 100 messages delayed by 120 s with a
-# short client timeout). The emulator answers an empty long poll just before this deadline.
-PULL_TIMEOUT_SECONDS = 10.0
+PULL_TIMEOUT_SECONDS = 10.0  # generous on purpose: DESIGN.md, "Generous pull timeout"
 
 
 class _Pulls(OffsetRestrictionTracker):
-    """Positions are pull rounds; only checkpoints split it.
-
-    No dynamic splitting: every reader pulls from the same subscription, so splitting a
-    reader would add nothing but churn.
-    """
+    """Positions are pull rounds; only checkpoints split it (DESIGN.md: no dynamic splitting)."""
 
     def try_split(self, fraction_of_remainder: float) -> tuple[OffsetRange, OffsetRange] | None:
         if fraction_of_remainder > 0:
@@ -51,13 +42,7 @@ class _Pulls(OffsetRestrictionTracker):
         return super().try_split(0)  # type: ignore[no-any-return]
 
     def current_progress(self) -> RestrictionProgress | None:
-        # Progress "unknown" on purpose. The SDK rescales any reported progress with
-        # with_completed(total_output_bytes()), and that is NaN while an output element is
-        # counted but its size not yet sampled (MeanInt64Accumulator: 0 // 0 -> NaN). A NaN
-        # fraction makes the SDK's split computation raise, and Prism then fails the job.
-        # None is handled (the SDK assumes 0.5), and splits stay on element boundaries.
-        # The backlog signal is exported as metrics instead (pull_fill, source_lag_ms).
-        return None
+        return None  # "unknown" on purpose: a reported progress can be NaN (DESIGN.md)
 
     def is_bounded(self) -> bool:
         return False
@@ -133,20 +118,14 @@ class PullMessagesFn(beam.DoFn):
         self._yielded = False
 
     def start_bundle(self) -> None:
-        # A runner may put several readers in one bundle (Prism does, when the pipeline has
-        # stages after a shuffle). Once one of them yielded a batch, the others must not
-        # long-poll: the batch's last rows are flushed at the end of the bundle, and an
-        # empty long poll (about 10 s on the emulator) held them back (measured: the last
-        # rows of every burst landed 9.2 s late with rollups on, p99 0.14 s meanwhile).
+        # No long poll once a reader of this bundle yielded a batch (DESIGN.md).
         self._yielded = False
 
     def _pull(self, max_messages: int, at_hand_only: bool = False) -> list[Any]:
         request = {"subscription": self._endpoints.subscription, "max_messages": max_messages}
         try:
             with warnings.catch_warnings():
-                # return_immediately is deprecated for receiving, but it is exactly "what is
-                # at hand" for topping up a batch: a long poll there holds the whole batch
-                # (the emulator answers an empty pull just before the client's deadline).
+                # deprecated, but exactly "what is at hand" (DESIGN.md, "Filling a batch")
                 warnings.simplefilter("ignore", DeprecationWarning)
                 response = self._subscriber.pull(
                     request={**request, "return_immediately": at_hand_only},

@@ -30,14 +30,8 @@ _CLEANUP = beam.DoFn.TimerParam(CLEANUP)
 class Accumulate(beam.DoFn):
     """Merges each pane into the window's state and emits the whole window's value.
 
-    Runs in the global window with the window in the key, and clears its state with a timer
-    at the window's expiry: Prism (v2.77.0) garbage-collects a stateful DoFn's per-window
-    state as soon as the watermark passes the window's end, ignoring the allowed lateness
-    (engine/elementmanager.go updateWatermarks uses a zero WinStrat for non-aggregate
-    stages), which lost the accumulated value before the late panes arrived. The update
-    number, kept in the same state, makes each emission's cell timestamp newer than the
-    previous one's: the newest write wins whatever order the sink's bundles finish in, and a
-    retried bundle starts again from the committed state, so it rewrites the same cells.
+    In the global window with the window in the key, cleared by its own timer at the
+    window's expiry; each emission one update number newer (DESIGN.md, "Rollups on Prism").
     """
 
     def __init__(self, lateness: timedelta) -> None:

@@ -46,19 +46,14 @@ class LatenessGate(beam.DoFn):
         self._window = int(window.total_seconds() * 1_000_000)
         self._lateness = int(lateness.total_seconds() * 1_000_000)
         self._too_late = metrics.counter("rollup_too_late")
-        # key -> (expired up to, pending expiries), read once per key and bundle: every
-        # state read is a round trip to the runner (Prism gives the SDK no cache tokens).
+        # key -> (expired up to, pending expiries), read once per key and bundle (DESIGN.md).
         self._seen: dict[tuple[str, str], tuple[int, set[int]]] = {}
 
     def start_bundle(self) -> None:
         self._seen = {}
 
     def _expiry(self, event_micros: int) -> int:
-        # A window expires at max_timestamp() + allowed lateness; the timer there holds the
-        # watermark where the windowed combine still accepts the element. In milliseconds
-        # (end - 1 ms, not Python's end - 1 us): Prism keeps time in ms and fires a timer set
-        # at ...999999 us with the timestamp ...999000, so a us expiry never looked expired
-        # and the timer re-fired forever. Earlier is safe: it only holds the watermark sooner.
+        # At the window's expiry, in milliseconds (DESIGN.md, "Millisecond expiries").
         start = event_micros - event_micros % self._window
         return window_expiry(start + self._window, self._lateness)
 
