@@ -25,7 +25,6 @@ from stream.pipeline.io.batch_writer import INGESTED_AT
 IGNORED_COLUMNS = {INGESTED_AT.decode()}  # written only when --record_ingest_time is set
 
 
-
 @dataclass
 class Verdict:
     """Counts by class, plus a few examples of each problem for the report."""
