@@ -1,1 +1,1 @@
-"""Per-window aggregates: facts, accumulators, the lateness gate, accumulation, the transform."""
+"""Per-window aggregates: facts, windows, per-bundle pre-aggregation, keyed accumulation, rows."""

@@ -1,47 +1,84 @@
 """Accumulators: the distinct events of one key in one window, and the values they give.
 
-Keyed by event identity ((user, event ms) for consent, event ms for a device's readings), so
-a message delivered twice (a duplicate publish, a Pub/Sub redelivery) counts once, and
-merging a pane twice (a retried bundle) changes nothing.
+An event counts once by its identity (a duplicate publish, a Pub/Sub redelivery or a retried
+bundle changes nothing): `add` tells whether the fact was new. Sums are exact fractions, so
+a mean does not depend on the order in which events arrived.
 """
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-import apache_beam as beam
+from fractions import Fraction
 
 from schemas.base import Encoding, encode
-from stream.pipeline.rollups.facts import ConsentFact, TelemetryFact
+from stream.pipeline.rollups.facts import ConsentFact, Fact, TelemetryFact
 
 
 @dataclass
 class ConsentAccumulator:
-    """Distinct requests of one domain in one window: (user, event ms) -> granted services."""
+    """One domain's window: distinct requests and users, and requests per granted service."""
 
-    requests: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
+    events: set[int] = field(default_factory=set)
+    users: set[int] = field(default_factory=set)
+    services: Counter[str] = field(default_factory=Counter)
 
-    def add(self, fact: ConsentFact) -> None:
-        user, millis, services = fact
-        self.requests[(user, millis)] = services
+    def add(self, fact: Fact) -> bool:
+        if not isinstance(fact, ConsentFact):
+            raise TypeError(f"a consent window takes consent facts, not {fact!r}")
+        if fact.event in self.events:
+            return False
+        self.events.add(fact.event)
+        self.users.add(fact.user)
+        self.services.update(fact.services)
+        return True
 
-    def merge(self, other: "ConsentAccumulator") -> None:
-        self.requests.update(other.requests)
+    def values(self) -> dict[str, str]:
+        """requests, distinct_users, and `service:<id>` = requests granting that service."""
+        values = {"requests": str(len(self.events)), "distinct_users": str(len(self.users))}
+        values.update({f"service:{name}": str(n) for name, n in self.services.items()})
+        return values
+
+
+@dataclass
+class _Series:
+    count: int = 0
+    low: float = float("inf")
+    high: float = float("-inf")
+    total: Fraction = field(default_factory=Fraction)
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.low = min(self.low, value)
+        self.high = max(self.high, value)
+        self.total += Fraction(value)
 
 
 @dataclass
 class TelemetryAccumulator:
-    """Distinct readings of one device in one window: event ms -> readings."""
+    """One device's window: distinct reading times, and count/min/max/sum per reading."""
 
-    readings: dict[int, tuple[tuple[str, float], ...]] = field(default_factory=dict)
+    events: set[int] = field(default_factory=set)
+    series: dict[str, _Series] = field(default_factory=dict)
 
-    def add(self, fact: TelemetryFact) -> None:
-        millis, values = fact
-        self.readings[millis] = values
+    def add(self, fact: Fact) -> bool:
+        if not isinstance(fact, TelemetryFact):
+            raise TypeError(f"a telemetry window takes telemetry facts, not {fact!r}")
+        if fact.event in self.events:
+            return False
+        self.events.add(fact.event)
+        for name, value in fact.readings:
+            self.series.setdefault(name, _Series()).add(value)
+        return True
 
-    def merge(self, other: "TelemetryAccumulator") -> None:
-        self.readings.update(other.readings)
+    def values(self) -> dict[str, str]:
+        """`readings`, and `<reading>:count|min|max|mean` for every reading seen."""
+        values = {"readings": str(len(self.events))}
+        for name, series in self.series.items():
+            values[f"{name}:count"] = str(series.count)
+            values[f"{name}:min"] = encode(series.low, Encoding.TEXT).decode()
+            values[f"{name}:max"] = encode(series.high, Encoding.TEXT).decode()
+            mean = float(series.total / series.count)  # exact sum, one rounding
+            values[f"{name}:mean"] = encode(mean, Encoding.TEXT).decode()
+        return values
 
 
 Accumulator = ConsentAccumulator | TelemetryAccumulator
@@ -50,58 +87,3 @@ Accumulator = ConsentAccumulator | TelemetryAccumulator
 def new_accumulator(kind: str) -> Accumulator:
     """An empty accumulator for `consent` or `telemetry`."""
     return ConsentAccumulator() if kind == "consent" else TelemetryAccumulator()
-
-
-def consent_values(acc: ConsentAccumulator) -> dict[str, str]:
-    """requests, distinct_users, and `service:<id>` = requests granting that service."""
-    services: Counter[str] = Counter()
-    for granted in acc.requests.values():
-        services.update(granted)
-    values = {
-        "requests": str(len(acc.requests)),
-        "distinct_users": str(len({user for user, _ in acc.requests})),
-    }
-    values.update({f"service:{name}": str(n) for name, n in services.items()})
-    return values
-
-
-def telemetry_values(acc: TelemetryAccumulator) -> dict[str, str]:
-    """`<reading>:count|min|max|mean` for every reading seen in the window."""
-    by_name: dict[str, list[float]] = {}
-    for readings in acc.readings.values():
-        for name, value in readings:
-            by_name.setdefault(name, []).append(value)
-    values = {"readings": str(len(acc.readings))}
-    for name, series in by_name.items():
-        values[f"{name}:count"] = str(len(series))
-        values[f"{name}:min"] = encode(min(series), Encoding.TEXT).decode()
-        values[f"{name}:max"] = encode(max(series), Encoding.TEXT).decode()
-        values[f"{name}:mean"] = encode(sum(series) / len(series), Encoding.TEXT).decode()
-    return values
-
-
-class Aggregate(beam.CombineFn):
-    """Merges facts into the kind's accumulator (distinct by event identity)."""
-
-    def create_accumulator(self) -> Accumulator | None:
-        return None
-
-    def add_input(self, acc: Accumulator | None, element: tuple[str, Any]) -> Accumulator:
-        kind, fact = element
-        acc = acc if acc is not None else new_accumulator(kind)
-        acc.add(fact)
-        return acc
-
-    def merge_accumulators(self, accumulators: Iterable[Accumulator | None]) -> Accumulator | None:
-        merged: Accumulator | None = None
-        for acc in accumulators:
-            if acc is None:
-                continue
-            if merged is None:
-                merged = acc
-            else:
-                merged.merge(acc)  # type: ignore[arg-type]
-        return merged
-
-    def extract_output(self, acc: Accumulator | None) -> Accumulator | None:
-        return acc

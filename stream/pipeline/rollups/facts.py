@@ -1,53 +1,78 @@
-"""What an event contributes to its rollup: one compact, picklable fact, keyed by (kind, key)."""
+"""What an event contributes to its rollup: a compact fact with a fixed-size identity.
 
-from collections.abc import Iterator
-from typing import Any
+A consent event counts once per (user, event millisecond) and a reading once per (device,
+event millisecond): those identities are kept as 64-bit digests (blake2b, the same in every
+process), so the state of a window grows by a few bytes per event, not by the event's size.
+"""
 
-from apache_beam.typehints.decorators import no_annotations
+import hashlib
+from typing import Any, NamedTuple
 
 from schemas.base import epoch_millis
 from schemas.consent import ConsentV1, ConsentV2
 from schemas.telemetry import TelemetryV1
 from stream.pipeline.messages import ValidEvent
 
-# One compact, picklable observation per event: what crosses the shuffle to the rollups.
-# consent:   ("consent", domain, (user, event_ms, granted services))
-# telemetry: ("telemetry", device, (event_ms, ((reading, value), ...)))
-ConsentFact = tuple[str, int, tuple[str, ...]]
-TelemetryFact = tuple[int, tuple[tuple[str, float], ...]]
+
+class ConsentFact(NamedTuple):
+    """One consent request: its identity, its user's, and the services it grants."""
+
+    event: int  # digest of (user, event ms)
+    user: int  # digest of the user
+    services: tuple[str, ...]
 
 
-def observe(event: object) -> tuple[str, str, ConsentFact | TelemetryFact] | None:
-    """The rollup observation of a validated event, or None for types without rollups."""
-    if isinstance(event, ConsentV1):
-        return (
-            "consent",
-            event.domain,
-            (str(event.user), epoch_millis(event.event_time()), tuple(event.services)),
-        )
-    if isinstance(event, ConsentV2):
-        granted = tuple(grant.id for grant in event.services if grant.granted)
-        return (
-            "consent",
-            event.domain,
-            (str(event.user), epoch_millis(event.event_time()), granted),
-        )
+class TelemetryFact(NamedTuple):
+    """One device reading set: its event millisecond (the device is the key) and values."""
+
+    event: int  # event ms
+    readings: tuple[tuple[str, float], ...]
+
+
+Fact = ConsentFact | TelemetryFact
+
+
+class Member(NamedTuple):
+    """A fact and the message behind it: a too-late event's dead letter carries its bytes."""
+
+    fact: Fact
+    event_ms: int
+    message_id: str
+    data: bytes
+    attributes: dict[str, str]
+    schema: str
+
+
+def digest(*parts: object) -> int:
+    """A 64-bit identity, stable across processes (unlike hash())."""
+    text = "\x1f".join(map(str, parts)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+
+def observe(event: Any) -> tuple[str, str, Fact] | None:
+    """(kind, key, fact) of a validated event, or None for types without rollups."""
+    if isinstance(event, ConsentV1 | ConsentV2):
+        millis = epoch_millis(event.event_time())
+        user = str(event.user)
+        if isinstance(event, ConsentV1):
+            granted = tuple(event.services)
+        else:
+            granted = tuple(grant.id for grant in event.services if grant.granted)
+        return "consent", event.domain, ConsentFact(digest(user, millis), digest(user), granted)
     if isinstance(event, TelemetryV1):
         readings = tuple(sorted((name, float(v)) for name, v in event.readings.items()))
-        return ("telemetry", event.device_id, (epoch_millis(event.event_time()), readings))
+        millis = epoch_millis(event.event_time())
+        return "telemetry", event.device_id, TelemetryFact(millis, readings)
     return None
 
 
-# ((kind, key), (fact, message_id, data, attributes, schema)): what crosses the shuffle. The
-# message travels with its fact so that a too-late event's dead letter carries its raw bytes.
-Keyed = tuple[tuple[str, str], tuple[Any, str, bytes, dict[str, str], str]]
-
-
-@no_annotations
-def keyed_facts(event: ValidEvent) -> Iterator[Keyed]:
-    """The event's fact under its rollup key (nothing for types without rollups)."""
+def member(event: ValidEvent) -> tuple[str, str, Member] | None:
+    """(kind, key, member) of a validated event, or None for types without rollups."""
     observed = observe(event.event)
-    if observed is not None:
-        kind, key, fact = observed
-        raw = event.raw
-        yield (kind, key), (fact, raw.message_id, raw.data, raw.attributes, event.event.schema_name)
+    if observed is None:
+        return None
+    kind, key, fact = observed
+    raw = event.raw
+    millis = epoch_millis(event.event.event_time())
+    schema = event.event.schema_name
+    return kind, key, Member(fact, millis, raw.message_id, raw.data, raw.attributes, schema)

@@ -11,12 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from schemas.base import Cell, TableSpec, epoch_millis, format_rfc3339_millis
-from stream.pipeline.rollups.accumulators import (
-    Accumulator,
-    ConsentAccumulator,
-    consent_values,
-    telemetry_values,
-)
+from stream.pipeline.rollups.accumulators import Accumulator
 
 CONSENT_FAMILY = "consent"
 TELEMETRY_FAMILY = "telemetry"
@@ -58,7 +53,7 @@ def rollup_row(
     kind: str, key: str, acc: Accumulator, start_micros: int, end_micros: int, update: int = 0
 ) -> RollupRow:
     """The row for one key and window from its accumulated value."""
-    values = consent_values(acc) if isinstance(acc, ConsentAccumulator) else telemetry_values(acc)
+    values = acc.values()
     return RollupRow(
         kind=kind,
         key=key,
