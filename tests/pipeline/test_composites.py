@@ -23,9 +23,10 @@ from stream.pipeline.deadletters import DeadLetters
 from stream.pipeline.event_time import AssignEventTime
 from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage, ValidEvent, Written
 from stream.pipeline.parse import ParseAndValidate
-from stream.pipeline.rollups.accumulate import TOO_LATE, Accumulate
+from stream.pipeline.rollups.accumulate import Accumulate
 from stream.pipeline.rollups.accumulators import ConsentAccumulator, TelemetryAccumulator
 from stream.pipeline.rollups.facts import ConsentFact, Member, TelemetryFact, digest, member
+from stream.pipeline.rollups.gate import TOO_LATE, Gate
 from stream.pipeline.rollups.preaggregate import PreAggregate
 from stream.pipeline.rollups.rows import RollupRow
 from stream.pipeline.rollups.transform import Rollups
@@ -341,21 +342,29 @@ def test_preaggregate_groups_a_bundle_by_key_and_window_with_each_message() -> N
         assert_that(keys, equal_to([1] * 2), label="one key per element, one element per key")
 
 
-# --- Accumulate -----------------------------------------------------------------------------
+# --- Gate and Accumulate -------------------------------------------------------------------
 
 
-def grouped(seconds: float, *members: tuple[str, float, str, str]) -> TimestampedValue:
-    """What Accumulate receives for SHOP: {window start: members}.
-
-    Each member is given as (user, event second, message id, service).
-    """
+def members_of(*members: tuple[str, float, str, str]) -> dict[int, list[Member]]:
+    """{window start: members} for SHOP; each member as (user, event second, id, service)."""
     windows: dict[int, list[Member]] = {}
     for user, second, message_id, service in members:
         item = member(consent_at(user, second, message_id, service).value)
         assert item is not None
         start = T0_US + int(second // 60) * 60_000_000
         windows.setdefault(start, []).append(item[2])
-    return TimestampedValue((("consent", SHOP), windows), t0_plus(seconds))
+    return windows
+
+
+def grouped(seconds: float, *members: tuple[str, float, str, str]) -> TimestampedValue:
+    """What the gate receives for SHOP: ((kind, key), {window start: members})."""
+    return TimestampedValue((("consent", SHOP), members_of(*members)), t0_plus(seconds))
+
+
+def one_window(seconds: float, *members: tuple[str, float, str, str]) -> TimestampedValue:
+    """What a window's accumulation receives: ((kind, key, start), members)."""
+    ((start, items),) = members_of(*members).items()
+    return TimestampedValue((("consent", SHOP, start), items), t0_plus(seconds))
 
 
 def shop_row(start: datetime, update: int, values: dict[str, str]) -> RollupRow:
@@ -369,94 +378,130 @@ def consent_values(requests: int, users: int, **services: int) -> dict[str, str]
     return values
 
 
+def gate(p: beam.Pipeline, stream: test_stream.TestStream) -> Any:
+    return (
+        p
+        | stream
+        | "Gate"
+        >> beam.ParDo(Gate(WINDOW, LATENESS))
+        .with_input_types(tuple[tuple[str, str], Any])  # state keys must encode deterministically
+        .with_outputs(TOO_LATE, main="open")
+    )
+
+
 def accumulate(p: beam.Pipeline, stream: test_stream.TestStream) -> Any:
     return (
         p
         | stream
         | "Accumulate"
-        >> beam.ParDo(Accumulate(WINDOW, LATENESS))
-        .with_input_types(tuple[tuple[str, str], Any])  # state keys must encode deterministically
-        .with_outputs(TOO_LATE, main="rows")
+        >> beam.ParDo(Accumulate(WINDOW, LATENESS)).with_input_types(
+            tuple[tuple[str, str, int], Any]
+        )
     )
+
+
+def opened(element: Any) -> tuple[int, list[str]]:
+    (_kind, _key, start), members = element
+    return start, sorted(m.message_id for m in members)
 
 
 def late_ids(element: Any) -> str:
     return str(element[3].message_id)
 
 
-def test_accumulate_emits_when_due_then_one_update_per_change_and_closes() -> None:
+def test_gate_splits_a_key_by_window_and_refuses_the_windows_it_closed() -> None:
     stream = (
         test_stream.TestStream()
         .advance_watermark_to(at(T0))
-        .add_elements([grouped(5, (USER_A, 5, "a", "essential-1"), (USER_B, 20, "b", "ads-2"))])
-        .advance_watermark_to(t0_plus(61))  # [0, 60) is due at 59.999 s: update 0
-        .add_elements([grouped(61, (USER_A, 30, "c", "essential-1"))])  # late: update 1
-        .add_elements([grouped(62, (USER_A, 30, "c", "essential-1"))])  # nothing new: no row
-        .advance_watermark_to(t0_plus(200))  # closed at 179.999 s
-        .add_elements([grouped(200, (USER_C, 40, "d", "essential-1"))])  # too late
+        .add_elements([grouped(5, (USER_A, 5, "a", "essential-1"), (USER_B, 70, "b", "ads-2"))])
+        .advance_watermark_to(t0_plus(200))  # [0, 60) closed at 179.999 s, [60, 120) open
+        .add_elements([grouped(200, (USER_C, 30, "c", "essential-1"), (USER_C, 90, "d", "x-1"))])
         .advance_watermark_to(t0_plus(1000))
         .advance_watermark_to_infinity()
     )
     with streaming_pipeline() as p:
-        outputs = accumulate(p, stream)
+        outputs = gate(p, stream)
         assert_that(
-            outputs.rows,
+            outputs.open | beam.Map(opened),
+            equal_to([(T0_US, ["a"]), (T0_US + 60_000_000, ["b"]), (T0_US + 60_000_000, ["d"])]),
+            label="open",
+        )
+        assert_that(outputs[TOO_LATE] | beam.Map(late_ids), equal_to(["c"]), label="too_late")
+
+
+def test_gate_passes_a_window_the_key_never_held_even_past_its_close() -> None:
+    # A DoFn cannot see the watermark: an event for a window this key never held is passed,
+    # its accumulation opens and closes at once (below). Nothing is dropped silently.
+    stream = (
+        test_stream.TestStream()
+        .advance_watermark_to(t0_plus(500))
+        .add_elements([grouped(500, (USER_A, 10, "first", "essential-1"))])
+        .advance_watermark_to(t0_plus(1000))
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        outputs = gate(p, stream)
+        assert_that(outputs.open | beam.Map(opened), equal_to([(T0_US, ["first"])]), label="open")
+        assert_that(outputs[TOO_LATE], equal_to([]), label="too_late")
+
+
+def test_accumulate_emits_when_due_then_one_update_per_change() -> None:
+    stream = (
+        test_stream.TestStream()
+        .advance_watermark_to(at(T0))
+        .add_elements([one_window(5, (USER_A, 5, "a", "essential-1"), (USER_B, 20, "b", "ads-2"))])
+        .advance_watermark_to(t0_plus(61))  # [0, 60) is due at 59.999 s: update 0
+        .add_elements([one_window(61, (USER_A, 30, "c", "essential-1"))])  # late: update 1
+        .add_elements([one_window(62, (USER_A, 30, "c", "essential-1"))])  # nothing new: no row
+        .advance_watermark_to(t0_plus(1000))
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        assert_that(
+            accumulate(p, stream),
             equal_to(
                 [
                     shop_row(T0, 0, consent_values(2, 2, essential_1=1, ads_2=1)),
                     shop_row(T0, 1, consent_values(3, 2, essential_1=2, ads_2=1)),
                 ]
             ),
-            label="rows",
         )
-        assert_that(outputs[TOO_LATE] | beam.Map(late_ids), equal_to(["d"]), label="too_late")
 
 
-def test_accumulate_keeps_windows_of_one_key_apart() -> None:
+def test_accumulate_opened_after_its_close_emits_its_events_once() -> None:
+    stream = (
+        test_stream.TestStream()
+        .advance_watermark_to(t0_plus(500))  # both the due time and the close have passed
+        .add_elements([one_window(500, (USER_A, 10, "first", "essential-1"))])
+        .advance_watermark_to(t0_plus(1000))
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        only = shop_row(T0, 0, consent_values(1, 1, essential_1=1))
+        assert_that(accumulate(p, stream), equal_to([only]))
+
+
+def test_accumulate_forgets_a_window_once_it_closed() -> None:
+    # Behind the gate nothing comes for a closed window; if it did, it would start afresh.
     stream = (
         test_stream.TestStream()
         .advance_watermark_to(at(T0))
-        .add_elements([grouped(5, (USER_A, 5, "a", "essential-1"), (USER_A, 65, "b", "ads-2"))])
+        .add_elements([one_window(5, (USER_A, 5, "a", "essential-1"))])
+        .advance_watermark_to(t0_plus(300))  # due at 59.999 s, closed at 179.999 s
+        .add_elements([one_window(300, (USER_B, 6, "b", "ads-2"))])
         .advance_watermark_to(t0_plus(1000))
         .advance_watermark_to_infinity()
     )
-    second = T0 + timedelta(seconds=60)
     with streaming_pipeline() as p:
-        outputs = accumulate(p, stream)
         assert_that(
-            outputs.rows,
+            accumulate(p, stream),
             equal_to(
                 [
                     shop_row(T0, 0, consent_values(1, 1, essential_1=1)),
-                    shop_row(second, 0, consent_values(1, 1, ads_2=1)),
+                    shop_row(T0, 0, consent_values(1, 1, ads_2=1)),
                 ]
             ),
-            label="rows",
         )
-        assert_that(outputs[TOO_LATE], equal_to([]), label="too_late")
-
-
-def test_accumulate_opens_a_window_it_never_held_even_past_its_close_and_drops_nothing() -> None:
-    # A DoFn cannot see the watermark: an event for a window this key never held opens it,
-    # whose value is due (and whose close has passed) at once. The event is in that row;
-    # the next one for the closed window is too late. Nothing is dropped silently.
-    stream = (
-        test_stream.TestStream()
-        .advance_watermark_to(t0_plus(500))  # [0, 60) closed long ago
-        .add_elements([grouped(500, (USER_A, 10, "first", "essential-1"))])
-        .advance_watermark_to(t0_plus(501))
-        .add_elements([grouped(501, (USER_B, 20, "second", "essential-1"))])
-        .advance_watermark_to(t0_plus(1000))
-        .advance_watermark_to_infinity()
-    )
-    with streaming_pipeline() as p:
-        outputs = accumulate(p, stream)
-        assert_that(
-            outputs.rows,
-            equal_to([shop_row(T0, 0, consent_values(1, 1, essential_1=1))]),
-            label="rows",
-        )
-        assert_that(outputs[TOO_LATE] | beam.Map(late_ids), equal_to(["second"]), label="late")
 
 
 # --- accumulators ---------------------------------------------------------------------------

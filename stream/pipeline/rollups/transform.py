@@ -1,8 +1,10 @@
 """Rollups: per-key, per-window aggregates with late updates and no silent late drop.
 
     events -> PreAggregate (per bundle: facts grouped by (kind, domain|device) and window)
-           -> Accumulate (state per key: its open windows; a value when a window is due, a
-              late update when it changes, `too_late` once the key has closed the window)
+           -> Gate (state per key: the windows it has closed -> `too_late`; the rest on,
+              one element per window)
+           -> Accumulate (state per key and window: a value when the window is due, then
+              one per change, until the window closes)
            -> RollupRow (cells at the window's end + update number in ms) -> the sink
     too_late -> TooLateLetters (dead letters with the raw message; the rows were written)
 
@@ -22,8 +24,9 @@ from schemas.base import format_rfc3339_millis
 from stream.pipeline.deadletters import letter
 from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage
 from stream.pipeline.outputs import RollupOutputs
-from stream.pipeline.rollups.accumulate import TOO_LATE, Accumulate
+from stream.pipeline.rollups.accumulate import Accumulate
 from stream.pipeline.rollups.facts import Member
+from stream.pipeline.rollups.gate import TOO_LATE, Gate
 from stream.pipeline.rollups.preaggregate import PreAggregate
 from stream.pipeline.rollups.windows import MS
 
@@ -57,19 +60,20 @@ class Rollups(beam.PTransform):
 
     @no_annotations
     def expand(self, events: beam.PCollection) -> RollupOutputs:
-        accumulated = (
+        gated = (
             events
-            # Typed key: the next step is stateful, and its keys must encode deterministically.
+            # Typed keys: the next steps are stateful; keys must encode deterministically.
             | "PreAggregate"
             >> beam.ParDo(PreAggregate(self._window, self._lateness)).with_output_types(
                 tuple[tuple[str, str], Any]
             )
-            | "Accumulate"
-            >> beam.ParDo(Accumulate(self._window, self._lateness)).with_outputs(
-                TOO_LATE, main="rows"
-            )
+            | "Gate"
+            >> beam.ParDo(Gate(self._window, self._lateness))
+            .with_output_types(tuple[tuple[str, str, int], Any])
+            .with_outputs(TOO_LATE, main="open")
         )
-        too_late = accumulated[TOO_LATE] | "TooLateLetters" >> beam.ParDo(
+        rows = gated.open | "Accumulate" >> beam.ParDo(Accumulate(self._window, self._lateness))
+        too_late = gated[TOO_LATE] | "TooLateLetters" >> beam.ParDo(
             _TooLateLetter(self._window, self._lateness)
         )
-        return RollupOutputs(rows=accumulated.rows, too_late=too_late)
+        return RollupOutputs(rows=rows, too_late=too_late)

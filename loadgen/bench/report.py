@@ -1,0 +1,136 @@
+"""The bench's results: what each phase measured, the summary, bench/results.json and the plot."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Step:
+    """One offered rate held for a while, and what the pipeline made of it."""
+
+    offered_rate: float
+    seconds: float
+    published: int = 0
+    publish_rate: float = 0.0
+    rows: int = 0
+    ingest_rate: float = 0.0
+    latency_p50: float = 0.0
+    latency_p95: float = 0.0
+    latency_p99: float = 0.0
+    latency_growth: float = 0.0  # median latency, last third minus first third (s)
+    cores_used: dict[str, float] = field(default_factory=dict)
+    cpu_us_per_message: dict[str, float] = field(default_factory=dict)
+    drain_seconds: float = 0.0  # after publishing stopped, until 99.9% of the rows landed
+    straggler_seconds: float = 0.0  # ... until the very last row landed
+    latency_max: float = 0.0
+    sustained: bool = False
+    note: str = ""
+
+
+@dataclass
+class Results:
+    """Everything `make bench` measured (serialised to bench/results.json)."""
+
+    started: str
+    machine: dict[str, Any]
+    ceiling: list[dict[str, Any]] = field(default_factory=list)
+    # per configuration: "rollups on" (the default) and "rollups off" (rows only)
+    pipeline_drain: dict[str, dict[str, Any]] = field(default_factory=dict)
+    steps: dict[str, list[Step]] = field(default_factory=dict)
+    half_rate: dict[str, Step] = field(default_factory=dict)  # at half the best sustained rate
+    direct_runner_drain: dict[str, Any] = field(default_factory=dict)
+    rollup_state: dict[str, Any] = field(default_factory=dict)
+    faults: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
+
+
+CONFIGS = {"rollups on": [], "rollups off": ["--rollups=off"]}
+
+
+def plot(results: Results, output: Path) -> None:
+    """throughput.png: achieved rate and latency against the offered rate, per config."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    top = 0.0
+    for (name, steps), style in zip(results.steps.items(), ("o-", "s--"), strict=False):
+        offered = [s.offered_rate for s in steps]
+        top = max([top, *offered])
+        left.plot(offered, [s.ingest_rate for s in steps], style, label=f"pipeline, {name}")
+        for s in steps:
+            if not s.sustained:
+                left.annotate("not sustained", (s.offered_rate, s.ingest_rate), fontsize=8)
+        for q, marker in (("p50", "o"), ("p99", "^")):
+            right.plot(
+                offered,
+                [getattr(s, f"latency_{q}") for s in steps],
+                style[1:] + marker,
+                label=f"{q}, {name}",
+            )
+    if top:
+        left.plot([0, top], [0, top], ":", color="grey", label="offered = ingested")
+    best = results.summary.get("ceiling_rate", 0.0)
+    if best:
+        left.axhline(best, color="red", linestyle="--", label=f"raw-client ceiling {best:.0f}/s")
+    direct = results.direct_runner_drain.get("drain_rate", 0.0)
+    if direct:
+        left.axhline(direct, color="purple", linestyle="-.", label=f"DirectRunner {direct:.0f}/s")
+    left.set_xlabel("offered rate (messages/s)")
+    left.set_ylabel("rows/s")
+    left.set_title("Throughput vs offered rate (Prism)")
+    left.legend(fontsize=7)
+    right.set_xlabel("offered rate (messages/s)")
+    right.set_ylabel("publish -> row latency (s)")
+    right.set_title("Latency vs offered rate (Prism)")
+    right.set_yscale("log")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(output / "throughput.png", dpi=110)
+
+
+def summarise(results: Results, best_ceiling: float) -> dict[str, Any]:
+    """The headline figures: rates and their ratios to the ceiling, latency, CPU, memory."""
+    summary: dict[str, Any] = {"ceiling_rate": best_ceiling}
+    lost = 0
+    for name in CONFIGS:
+        if name not in results.steps and name not in results.pipeline_drain:
+            continue  # not run
+        steps = results.steps.get(name, [])
+        sustained = max((s.ingest_rate for s in steps if s.sustained), default=0.0)
+        drain = results.pipeline_drain.get(name, {})
+        half = results.half_rate.get(name)
+        lost += drain.get("lost", 0) + sum(s.published - s.rows for s in steps)
+
+        def ratio(rate: float) -> float | None:
+            return round(rate / best_ceiling, 3) if best_ceiling else None
+
+        summary[name] = {
+            "sustained_rate": sustained,
+            "drain_rate": drain.get("drain_rate", 0.0),
+            "peak_rss_mib": drain.get("peak_rss_mib", 0.0),
+            "peak_rss_mib_by_process": drain.get("peak_rss_mib_by_process", {}),
+            "ratio_sustained_to_ceiling": ratio(sustained),
+            "ratio_drain_to_ceiling": ratio(drain.get("drain_rate", 0.0)),
+            "latency_at_best_sustained": next(
+                (
+                    {"p50": s.latency_p50, "p95": s.latency_p95, "p99": s.latency_p99}
+                    for s in sorted(steps, key=lambda s: -s.offered_rate)
+                    if s.sustained
+                ),
+                None,
+            ),
+            "cpu_us_per_message_at_saturation": drain.get("pipeline_cpu_us_per_message", {}),
+            "cpu_us_per_message_at_half_sustained": half.cpu_us_per_message if half else {},
+            "half_sustained_rate": half.offered_rate if half else None,
+        }
+    summary["direct_runner_drain_rate"] = results.direct_runner_drain.get("drain_rate", 0.0)
+    summary["rollup_state_bytes_per_event"] = {
+        name: figures["bytes_per_event"] for name, figures in results.rollup_state.items()
+    }
+    summary["lost"] = lost
+    return summary

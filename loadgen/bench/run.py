@@ -1,0 +1,115 @@
+"""`python -m loadgen bench`: every phase on fresh emulators, then results.json and the plot.
+
+Phases (fresh emulators on free ports; each phase writes rows under its own key prefix):
+1. ceiling: drain a backlog with the raw loop (1 and 2 threads);
+2. drain: a backlog published before the pipeline starts; drain rate, CPU per message at
+   saturation, and peak RSS of the pipeline's processes and of each emulator;
+3. steps: offered rates in steps; per step the achieved ingest rate and publish -> row
+   latency from the rows' `ingested_at` cells, CPU per message; then half the best
+   sustained rate;
+4. profile: py-spy of the pipeline during a sustained step;
+5. direct: the DirectRunner's drain rate, for comparison;
+6. state: rollup state bytes per event;
+7. faults: throughput under 5% RESOURCE_EXHAUSTED and recovery after an outage, when
+   loadgen/faultload.py is there.
+Nothing here asserts timings.
+"""
+
+import importlib
+import json
+import os
+import platform
+from contextlib import ExitStack
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import apache_beam as beam
+import psutil
+from apache_beam.options.pipeline_options import PipelineOptions
+from google.cloud.bigtable.data import BigtableDataClient
+
+from loadgen.bench import phases
+from loadgen.bench.report import CONFIGS, Results, plot, summarise
+from loadgen.bench.state_size import measure_state
+from stream import names
+from stream.launch.options import to_config
+from stream.local import environment as local
+from stream.local.emulators import Emulators
+
+PHASES = ("ceiling", "drain", "steps", "profile", "direct", "state", "faults")
+
+
+def _faults(results: Results, quick: bool) -> None:
+    try:
+        faultload = importlib.import_module("loadgen.faultload")
+    except ImportError:
+        results.faults = {"skipped": "loadgen/faultload.py is not there"}
+        return
+    results.faults = faultload.run_fault_phase(quick=quick)
+
+
+def run_bench(
+    output: Path,
+    quick: bool,
+    backlog: int,
+    phases_to_run: tuple[str, ...] = PHASES,
+    configs: tuple[str, ...] = tuple(CONFIGS),
+) -> int:
+    """Run the phases for the configs; write results.json and throughput.png into `output`."""
+    chosen = {name: flags for name, flags in CONFIGS.items() if name in configs}
+    output.mkdir(parents=True, exist_ok=True)
+    phases.RUN_DIR.mkdir(exist_ok=True)
+    step_seconds = 15.0 if quick else 60.0
+    rates = [500.0, 1000.0, 2000.0] if quick else [500.0 * n for n in range(1, 13)]
+    results = Results(
+        started=datetime.now(UTC).isoformat(timespec="seconds"),
+        machine={
+            "cpus": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(),
+            "beam": beam.version.__version__,
+            "quick": quick,
+            "backlog": backlog,
+            "phases": list(phases_to_run),
+            "configs": list(chosen),
+        },
+    )
+    if "state" in phases_to_run:
+        results.rollup_state = measure_state()
+    with ExitStack() as stack:
+        stack.enter_context(Emulators(log_dir=phases.RUN_DIR, reuse_env=False))
+        local.provision(to_config(PipelineOptions(["--streaming"])))
+        with BigtableDataClient(project=names.LOCAL_PROJECT) as client:
+            if "ceiling" in phases_to_run:
+                phases.ceiling_phase(results, quick)
+            best_ceiling = max((c["rate"] for c in results.ceiling), default=0.0)
+            if "drain" in phases_to_run:
+                for name, flags in chosen.items():
+                    tag = f"drain-{name.replace(' ', '-')}"
+                    results.pipeline_drain[name] = phases.drain_phase(client, backlog, flags, tag)
+            if "steps" in phases_to_run:
+                for name, flags in chosen.items():
+                    profile = (
+                        output if "profile" in phases_to_run and name == "rollups on" else None
+                    )
+                    phases.steps_phase(
+                        client, results, name, flags, rates, step_seconds, best_ceiling or 1e9,
+                        profile,
+                    )  # fmt: skip
+            if "direct" in phases_to_run:
+                results.direct_runner_drain = phases.drain_phase(
+                    client,
+                    2_000 if quick else 6_000,
+                    ["--runner=BundleBasedDirectRunner"],
+                    "direct",
+                )
+    if "faults" in phases_to_run:
+        _faults(results, quick)
+    results.summary = summarise(results, best_ceiling)
+    (output / "results.json").write_text(json.dumps(asdict(results), indent=2) + "\n")
+    if results.steps:
+        plot(results, output)
+    print(f"bench: summary {json.dumps(results.summary)}")
+    print(f"bench: wrote {output / 'results.json'}")
+    return 0
