@@ -42,6 +42,7 @@ PROFILE_BUCKETS = (
     ("dead-letter publish", ("PublishDeadLettersFn",)),
     ("validation (pydantic)", ("validate (stream/pipeline/validate.py",)),
     ("row building", ("mutation_entry",)),
+    ("rollups", ("stream/pipeline/rollups/",)),
     ("beam data plane / coders", ("data_plane", "coder_impl", "encode", "decode")),
     ("idle / waiting", ("wait (threading", "_wait_once", "select", "poll")),
 )
