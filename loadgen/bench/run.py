@@ -29,8 +29,9 @@ import psutil
 from apache_beam.options.pipeline_options import PipelineOptions
 from google.cloud.bigtable.data import BigtableDataClient
 
-from loadgen.bench import phases
+from loadgen.bench import measure, phases
 from loadgen.bench.report import CONFIGS, Results, plot, summarise
+from loadgen.bench.sizing import markdown, sizing
 from loadgen.bench.state_size import measure_state
 from stream import names
 from stream.launch.options import to_config
@@ -107,6 +108,15 @@ def run_bench(
     if "faults" in phases_to_run:
         _faults(results, quick)
     results.summary = summarise(results, best_ceiling)
+    harness = {
+        name: figures["cpu_us_per_message_at_saturation"].get(measure.PIPELINE, 0.0)
+        for name, figures in results.summary.items()
+        if isinstance(figures, dict) and figures.get("cpu_us_per_message_at_saturation")
+    }
+    state = next(iter(results.summary["rollup_state_bytes_per_event"].values()), 0.0)
+    if harness:
+        results.summary["sizing_model"] = sizing(harness, state)
+        print(markdown(results.summary["sizing_model"]))
     (output / "results.json").write_text(json.dumps(asdict(results), indent=2) + "\n")
     if results.steps:
         plot(results, output)
