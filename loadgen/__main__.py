@@ -1,4 +1,4 @@
-"""`python -m loadgen publish|verify|seed-files|demo|seed-demo|bench`: load, check, show."""
+"""`python -m loadgen publish|verify|expect-rows|seed-files|demo|seed-demo|bench`: load, check."""
 
 import argparse
 import math
@@ -10,11 +10,20 @@ from pathlib import Path
 from loadgen.ledger import Ledger
 from loadgen.publish import Publisher
 from loadgen.report import Progress
-from loadgen.seed import write_request_files
-from loadgen.traffic import DEFAULT_MIX, Replay, TrafficGenerator, TrafficOptions, from_file
+from loadgen.seed import SEED_SERVICES, write_request_files
+from loadgen.traffic import (
+    DEFAULT_MIX,
+    UNKNOWN_SERVICE,
+    Replay,
+    TrafficGenerator,
+    TrafficOptions,
+    from_file,
+    unknown_service_ids,
+)
 from loadgen.verify import Targets, verify
 from schemas.registry import DEFAULT_SCHEMA, EVENT_TABLES
 from stream import names
+from stream.launch.catalog import load_catalog
 from stream.names import BIGTABLE_ENV, PUBSUB_ENV
 
 LOCAL_TOPIC = names.topic_path(names.LOCAL_PROJECT, names.LOCAL_TOPIC)
@@ -87,6 +96,19 @@ def _parser() -> argparse.ArgumentParser:
         help="the pipeline's --max_message_bytes (for payload_too_large)",
     )
     pub.add_argument(
+        "--unknown-service-ratio",
+        type=_ratio,
+        default=0.0,
+        help="share of valid consent messages naming a service outside --service-catalog "
+        "(dead-lettered as unknown_service until the catalog lists it)",
+    )
+    pub.add_argument(
+        "--service-catalog",
+        type=Path,
+        default=None,
+        help="the pipeline's --service_catalog file (default: the seed's 25 ids)",
+    )
+    pub.add_argument(
         "--from-file",
         type=Path,
         help="replay a JSON-lines file, one message body a line (e.g. `seed-files` output)",
@@ -123,6 +145,13 @@ def _parser() -> argparse.ArgumentParser:
         ver.add_argument(f"--{spec.group}-table", default=spec.default_table_id)
     ver.add_argument("--dead-letter-subscription", default=LOCAL_DLQ_SUB)
 
+    rows = sub.add_parser(
+        "expect-rows",
+        help="after fixing a cause and redriving its dead letters: expect their rows instead",
+    )
+    rows.add_argument("--ledger", type=Path, required=True)
+    rows.add_argument("--reason", default=UNKNOWN_SERVICE, help="the dead-letter kind fixed")
+
     demo = sub.add_parser("demo", help="emulators + pipeline + 5,000 messages + verify")
     demo.add_argument("--count", type=int, default=5000)
     demo.add_argument("--rate", type=_positive, default=500.0)
@@ -147,8 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--backlog", type=int, default=200_000, help="messages for the RSS run")
     bench.add_argument(
         "--phases",
-        default="ceiling,drain,steps,profile,direct",
-        help="comma-separated subset of ceiling,drain,steps,profile,direct",
+        default="ceiling,drain,steps,profile,direct,state,faults",
+        help="comma-separated subset of ceiling,drain,steps,profile,direct,state,faults",
     )
     bench.add_argument(
         "--configs",
@@ -173,6 +202,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
         messages = from_file(args.from_file, replay)
     else:
         try:
+            catalog = frozenset(SEED_SERVICES)
+            if args.service_catalog is not None:
+                catalog = load_catalog(str(args.service_catalog))
             options = TrafficOptions(
                 seed=args.seed,
                 schema_mix=args.schema_mix if args.schema_mix is not None else dict(DEFAULT_MIX),
@@ -183,10 +215,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 users=args.users,
                 devices=args.devices,
                 max_message_bytes=args.max_message_bytes,
+                unknown_service_ratio=args.unknown_service_ratio,
+                service_catalog=catalog,
             )
-        except ValueError as exc:
+        except ValueError as exc:  # CatalogError is one
             sys.exit(f"error: {exc}")
         messages = iter(TrafficGenerator(options))
+        if options.unknown_service_ratio:
+            ids = ", ".join(unknown_service_ids(options.service_catalog))
+            print(f"publish: unknown services named: {ids}", file=sys.stderr)
     with Ledger(args.ledger) as ledger:
         progress = Progress(args.rate, args.count, args.duration)
         stats = Publisher(args.topic, ledger, args.rate).run(
@@ -214,6 +251,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             f"  {verdict.too_late} rows arrived too late for their rollup window "
             "(too_late notices; the rows are stored)"
         )
+    if verdict.history:
+        print(
+            f"  {verdict.history} dead letters of messages since redriven into their rows "
+            "(expected history)"
+        )
     if verdict.redelivered:
         print(
             f"  {verdict.redelivered} dead letters were delivered again after a redelivery "
@@ -221,6 +263,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
     print(verdict.line(), flush=True)
     return 0 if verdict.ok else 1
+
+
+def cmd_expect_rows(args: argparse.Namespace) -> int:
+    """Turn the dead-letter expectations of one reason into row expectations."""
+    with Ledger(args.ledger) as ledger:
+        changed = ledger.expect_rows_for(args.reason)
+    print(f"expect-rows: {changed} messages refused as {args.reason} now expect their rows")
+    return 0
 
 
 def cmd_seed_files(args: argparse.Namespace) -> int:
@@ -239,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_publish(args)
     if args.command == "verify":
         return cmd_verify(args)
+    if args.command == "expect-rows":
+        return cmd_expect_rows(args)
     if args.command == "seed-files":
         return cmd_seed_files(args)
     if args.command == "demo":
@@ -251,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_seed_demo(
             count=args.count, rate=args.rate, stamped=not args.unstamped, keep=args.keep
         )
-    from loadgen.bench import run_bench
+    from loadgen.bench.run import run_bench
 
     phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
     names = {"on": "rollups on", "off": "rollups off"}
@@ -259,7 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     if not configs or len(configs) != len(args.configs.split(",")):
         sys.exit("error: --configs takes on, off or on,off")
     return run_bench(
-        output=args.output, quick=args.quick, backlog=args.backlog, phases=phases, configs=configs
+        output=args.output,
+        quick=args.quick,
+        backlog=args.backlog,
+        phases_to_run=phases,
+        configs=configs,
     )
 
 

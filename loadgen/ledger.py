@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     stage TEXT,
     pubsub_id TEXT UNIQUE  -- the dead letter's own message id: a redelivery is not a duplicate
 );
+-- Messages once expected as dead letters that must now become rows (the cause was fixed and
+-- their letters redriven), with the reason they were refused for: their history.
+CREATE TABLE IF NOT EXISTS redriven (seq INTEGER PRIMARY KEY, reason TEXT NOT NULL);
 """
 
 
@@ -195,6 +198,32 @@ class Ledger:
                 "SELECT seq, reason FROM messages WHERE expect='deadletter' AND status='sent'"
             ).fetchall()
         )
+
+    def expect_rows_for(self, reason: str) -> int:
+        """From now on, sent messages refused for `reason` must become their rows.
+
+        For when the cause was fixed (e.g. the catalog now lists the service) and their
+        letters redriven: each message whose planned row is known (unknown_service traffic
+        keeps it) expects that row instead of its dead letter. The letters drained before
+        stay expected history (`redriven`), not unexpected. Returns how many changed.
+        """
+        self._db.execute("BEGIN")
+        self._db.execute(
+            "INSERT OR IGNORE INTO redriven (seq, reason) SELECT seq, reason FROM messages"
+            " WHERE expect='deadletter' AND status='sent' AND reason=? AND row_key != ''",
+            (reason,),
+        )
+        changed = self._db.execute(
+            "UPDATE messages SET expect='row'"
+            " WHERE expect='deadletter' AND status='sent' AND reason=? AND row_key != ''",
+            (reason,),
+        ).rowcount
+        self._db.execute("COMMIT")
+        return int(changed)
+
+    def redriven(self) -> dict[int, str]:
+        """Seq -> the dead-letter kind it had, for messages that now expect their rows."""
+        return dict(self._db.execute("SELECT seq, reason FROM redriven").fetchall())
 
     def row_seqs(self) -> set[int]:
         """Sequence numbers of sent messages that must become rows."""

@@ -5,6 +5,9 @@ service ids and its subset rule. Content is a pure function of (row key, event-t
 millisecond): two events that happen to share both carry identical cells, so "latest event
 wins" is never ambiguous. Expectations come from the ledger's own oracle (loadgen/expect.py),
 never from the pipeline's code; invalid messages carry the reason they were built to fail with.
+With `unknown_service_ratio`, some consent messages name a well-formed service id outside the
+pipeline's service catalog: dead letters of kind unknown_service that also know the row they
+become once the catalog lists the id (`Ledger.expect_rows_for`).
 """
 
 import hashlib
@@ -17,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from loadgen.expect import ExpectedRow, UnmappableError, event_time, expected_row, rfc3339_millis
-from loadgen.seed import SEED_DOMAINS, SEED_SERVICES, endpoint_timestamp, stamp
+from loadgen.seed import SEED_CATEGORIES, SEED_DOMAINS, SEED_SERVICES, endpoint_timestamp, stamp
 from schemas.registry import DEFAULT_SCHEMA
 
 SCHEMAS = ("consent.v1", "consent.v2", "telemetry.v1")  # the schemas this generator can build
@@ -39,6 +42,8 @@ INVALID_KINDS = {
 LOADGEN_ID = "loadgen_id"
 MAX_OUT_OF_ORDER_SECONDS = 7 * 24 * 3600 - 3600  # the pipeline's default max age, less 1 h
 ANY_KIND = ""  # a dead letter of whatever kind (a replayed line the oracle cannot map)
+UNKNOWN_SERVICE = "unknown_service"
+UNKNOWN_SERVICE_IDS = 5  # distinct ids outside the catalog that the generator names
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,10 @@ class TrafficOptions:
     users: int = 10_000
     devices: int = 1_000
     max_message_bytes: int = 64 * 1024
+    # Of the valid consent messages, the share that names one service id outside
+    # `service_catalog` (the catalog the pipeline runs with: --service_catalog).
+    unknown_service_ratio: float = 0.0
+    service_catalog: frozenset[str] = frozenset(SEED_SERVICES)
 
     def __post_init__(self) -> None:
         problems = []
@@ -94,11 +103,34 @@ class TrafficOptions:
             )
         if self.users < 1 or self.devices < 1:
             problems.append("users and devices must be at least 1")
-        for name in ("invalid_ratio", "duplicate_ratio", "late_ratio"):
+        for name in ("invalid_ratio", "duplicate_ratio", "late_ratio", "unknown_service_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be between 0 and 1")
+        missing = sorted(set(SEED_SERVICES) - self.service_catalog)
+        if missing:
+            problems.append(
+                f"the service catalog lacks {', '.join(missing[:3])}...: the generator offers "
+                "the seed's 25 services, so the catalog must list them"
+            )
         if problems:
             raise ValueError("; ".join(problems))
+
+
+def unknown_service_ids(catalog: frozenset[str], count: int = UNKNOWN_SERVICE_IDS) -> list[str]:
+    """Well-formed service ids outside `catalog`: the seed's categories, numbers from 6 up.
+
+    Adding them to the catalog is what makes the unknown_service messages valid.
+    """
+    found: list[str] = []
+    number = 6
+    while len(found) < count:
+        found += [
+            f"{category}-{number}"
+            for category in SEED_CATEGORIES
+            if f"{category}-{number}" not in catalog
+        ]
+        number += 1
+    return found[:count]
 
 
 def planned_row(schema: str, body: dict[str, object]) -> Planned:
@@ -127,6 +159,7 @@ class TrafficGenerator:
         self._kinds = list(INVALID_KINDS)
         self._kind_weights = list(INVALID_KINDS.values())
         self._previous: Planned | None = None
+        self._unknown_ids = unknown_service_ids(options.service_catalog)
 
     def _now(self) -> datetime:
         return self._clock or datetime.now(UTC)
@@ -137,7 +170,7 @@ class TrafficGenerator:
             moment -= timedelta(seconds=self._rng.uniform(1.0, self._o.out_of_order_seconds))
         return moment - timedelta(microseconds=moment.microsecond % 1000)  # whole millis
 
-    def _consent(self, schema: str) -> dict[str, object]:
+    def _consent(self, schema: str, may_name_unknown: bool = False) -> dict[str, object]:
         index = self._rng.randrange(self._o.users)
         user = uuid.UUID(bytes=_digest(self._o.seed, "user", index), version=4)  # no list
         domain = SEED_DOMAINS[index % len(SEED_DOMAINS)]  # a user's domain stays the same
@@ -152,6 +185,8 @@ class TrafficGenerator:
             if pick.random() < 0.5
             else (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
         )
+        if may_name_unknown and self._o.unknown_service_ratio:
+            offered, granted = self._with_unknown(user, when, offered, granted)
         body: dict[str, object] = {"user": str(user), "domain": domain, "message_timestamp": stamp}
         if schema == "consent.v1":
             body["services"] = granted  # may be empty, as the seed's
@@ -159,6 +194,29 @@ class TrafficGenerator:
             body["services"] = [{"id": s, "granted": s in granted} for s in offered]
             body["region"] = REGIONS[pick.randrange(len(REGIONS))]
         return body
+
+    def _with_unknown(
+        self, user: uuid.UUID, when: datetime, offered: list[str], granted: list[str]
+    ) -> tuple[list[str], list[str]]:
+        """Maybe add a granted service outside the catalog (offered, granted).
+
+        Decided by (user, millisecond) like the rest of the content, with a generator of its
+        own so traffic without unknown services stays exactly as it was.
+        """
+        pick = random.Random(_digest(user, when.isoformat(), UNKNOWN_SERVICE))
+        if pick.random() >= self._o.unknown_service_ratio:
+            return offered, granted
+        unknown = pick.choice(self._unknown_ids)
+        offered = list(offered)
+        offered.insert(pick.randrange(len(offered) + 1), unknown)
+        kept = set(granted) | {unknown}
+        return offered, [s for s in offered if s in kept]
+
+    def _names_unknown(self, body: dict[str, object]) -> bool:
+        services = body.get("services")
+        items = services if isinstance(services, list) else []
+        ids = [item["id"] if isinstance(item, dict) else item for item in items]
+        return any(service not in self._o.service_catalog for service in ids)
 
     def _telemetry(self) -> dict[str, object]:
         device = f"sensor-{self._rng.randrange(self._o.devices):05d}"
@@ -178,8 +236,14 @@ class TrafficGenerator:
 
     def _valid(self) -> Planned:
         schema = self._rng.choices(self._schemas, self._weights)[0]
-        body = self._telemetry() if schema.startswith("telemetry") else self._consent(schema)
-        return planned_row(schema, body)
+        if schema.startswith("telemetry"):
+            return planned_row(schema, self._telemetry())
+        body = self._consent(schema, may_name_unknown=True)
+        planned = planned_row(schema, body)
+        if self._names_unknown(body):
+            # Refused until the catalog lists the id; the row it then becomes is kept too.
+            return replace(planned, expect="deadletter", reason=UNKNOWN_SERVICE)
+        return planned
 
     def _invalid(self) -> Planned:
         kind = self._rng.choices(self._kinds, self._kind_weights)[0]

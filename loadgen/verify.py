@@ -37,6 +37,7 @@ class Verdict:
     unexpected: int = 0
     redelivered: int = 0  # dead letters of a redelivered original: at-least-once, not wrong
     too_late: int = 0  # rows stored but too late for their window's rollup (notices)
+    history: int = 0  # dead letters of messages since redriven into their rows (expected)
     examples: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -172,9 +173,12 @@ def judge_letters(ledger: Ledger, verdict: Verdict) -> None:
     (`deadletter_message_id`), which is how consumers deduplicate them, and so does this:
     they count once (reported as redelivered). Dead letters of *different* deliveries of
     one ledger message (e.g. a publish retried by the load generator) are duplicates.
+    A message that now expects its row (`Ledger.expect_rows_for`) may also have dead letters
+    of the kind it was refused for before: history, counted apart.
     """
     expected = ledger.expected_letters()
     rows = ledger.row_seqs()
+    history = ledger.redriven()
     letters = ledger.dead_letters()
     verdict.deadletter = len(letters)
     seen: Counter[int] = Counter()
@@ -186,6 +190,8 @@ def judge_letters(ledger: Ledger, verdict: Verdict) -> None:
             verdict.note(f"unexpected: dead letter {letter.loadgen_id or letter.message_id}")
         elif seq in rows and letter.kind == "too_late":
             verdict.too_late += 1  # its row is stored; the notice says the rollup excludes it
+        elif seq in rows and history.get(seq) == letter.kind:
+            verdict.history += 1  # refused before its cause was fixed, then redriven
         elif seq in rows:
             verdict.unexpected += 1
             verdict.note(f"unexpected: message {seq} dead-lettered ({letter.kind}), not stored")

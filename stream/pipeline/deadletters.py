@@ -3,12 +3,14 @@
 Every refused message becomes one `DeadLetter` (built by `letter`), is published with its raw
 bytes and original attributes plus `deadletter_*` ones (`dead_letter_message`,
 `PublishDeadLettersFn`), and only then acknowledged. `DeadLetters` routes each failure branch
-to the sink's dead-letter transform.
+to the sink's dead-letter transform. `original_message` is the inverse of
+`dead_letter_message` (the redrive tool, stream/deadletters, sends originals back with it).
 """
 
 import base64
+import binascii
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
@@ -28,6 +30,22 @@ MAX_ATTRIBUTES = 100  # Pub/Sub's limit per message
 MAX_ATTRIBUTE_VALUE = 1024
 MAX_ERROR_TEXT = 900  # leaves room in the 1024-byte attribute value
 PENDING_PUBLISHES = 1000  # publishes awaited at once before more are sent
+KIND_ATTRIBUTE = f"{ATTRIBUTE_PREFIX}kind"
+ERROR_ATTRIBUTE = f"{ATTRIBUTE_PREFIX}error"
+STAGE_ATTRIBUTE = f"{ATTRIBUTE_PREFIX}stage"
+MESSAGE_ID_ATTRIBUTE = f"{ATTRIBUTE_PREFIX}message_id"  # the original delivery's message id
+SCHEMA_NAME_ATTRIBUTE = f"{ATTRIBUTE_PREFIX}schema"
+PUBLISH_TIME_ATTRIBUTE = f"{ATTRIBUTE_PREFIX}publish_time"  # the original's publish time
+ENVELOPE_ATTRIBUTE = f"{ATTRIBUTE_PREFIX}envelope"
+ENVELOPE_JSON = "json"
+# How many times a message was sent back from the dead letters. Not `deadletter_`-prefixed on
+# purpose: it is an ordinary attribute of the redriven message, so a new dead letter of it
+# carries it among the originals, and the redrive tool can stop a message going round forever.
+REDRIVE_COUNT_ATTRIBUTE = "redrive_count"
+# Attributes Pub/Sub itself adds when a subscription's dead-letter policy forwards a message
+# (CloudPubSubDeadLetterSourceDeliveryCount, ...): bookkeeping, not part of the original.
+PUBSUB_FORWARD_PREFIX = "CloudPubSubDeadLetter"
+MAX_ENVELOPES = 8  # unwrapped at most, so a malicious letter cannot make us loop
 
 
 def letter(
@@ -50,16 +68,14 @@ def dead_letter_message(letter: DeadLetter) -> tuple[bytes, dict[str, str]]:
     """
     raw = letter.raw
     ours = {
-        f"{ATTRIBUTE_PREFIX}kind": str(letter.kind),
-        f"{ATTRIBUTE_PREFIX}error": letter.error.encode()[:MAX_ATTRIBUTE_VALUE].decode(
-            errors="ignore"
-        ),
-        f"{ATTRIBUTE_PREFIX}stage": str(letter.stage),
-        f"{ATTRIBUTE_PREFIX}message_id": raw.message_id,
-        f"{ATTRIBUTE_PREFIX}schema": letter.schema,
+        KIND_ATTRIBUTE: str(letter.kind),
+        ERROR_ATTRIBUTE: letter.error.encode()[:MAX_ATTRIBUTE_VALUE].decode(errors="ignore"),
+        STAGE_ATTRIBUTE: str(letter.stage),
+        MESSAGE_ID_ATTRIBUTE: raw.message_id,
+        SCHEMA_NAME_ATTRIBUTE: letter.schema,
     }
     if raw.publish_time is not None:
-        ours[f"{ATTRIBUTE_PREFIX}publish_time"] = format_rfc3339_millis(raw.publish_time)
+        ours[PUBLISH_TIME_ATTRIBUTE] = format_rfc3339_millis(raw.publish_time)
     merged = {**raw.attributes, **ours}
     if len(merged) <= MAX_ATTRIBUTES:
         return raw.data, merged
@@ -67,8 +83,62 @@ def dead_letter_message(letter: DeadLetter) -> tuple[bytes, dict[str, str]]:
         "data_base64": base64.b64encode(raw.data).decode(),
         "attributes": raw.attributes,
     }
-    ours[f"{ATTRIBUTE_PREFIX}envelope"] = "json"
+    ours[ENVELOPE_ATTRIBUTE] = ENVELOPE_JSON
     return json.dumps(envelope, sort_keys=True).encode(), ours
+
+
+class EnvelopeError(ValueError):
+    """A letter marked as a JSON envelope whose data is not one (it cannot be unwrapped)."""
+
+
+def _unwrap(data: bytes) -> tuple[bytes, dict[str, str]]:
+    try:
+        envelope = json.loads(data)
+        inner = base64.b64decode(envelope["data_base64"], validate=True)
+        attributes = envelope["attributes"]
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise EnvelopeError(f"not a dead-letter envelope: {type(exc).__name__}: {exc}") from None
+    if not isinstance(attributes, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()
+    ):
+        raise EnvelopeError("not a dead-letter envelope: its attributes are not text to text")
+    return inner, attributes
+
+
+def original_message(data: bytes, attributes: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
+    """The message a dead letter was made from: (original bytes, original attributes).
+
+    The inverse of `dead_letter_message`: a JSON envelope is unwrapped, and so is an envelope
+    found inside it (a letter once republished as it was, envelope and all, then refused
+    again), so sending a letter back never nests envelopes; then every `deadletter_*`
+    attribute is removed, and so are the `CloudPubSubDeadLetter*` ones Pub/Sub adds when it
+    forwards a message itself. Every other attribute stays, REDRIVE_COUNT_ATTRIBUTE included.
+    Raises EnvelopeError for a marked letter whose data is not an envelope.
+    """
+    current = dict(attributes)
+    for _ in range(MAX_ENVELOPES):
+        if current.get(ENVELOPE_ATTRIBUTE) != ENVELOPE_JSON:
+            break
+        data, current = _unwrap(data)
+    else:
+        if current.get(ENVELOPE_ATTRIBUTE) == ENVELOPE_JSON:
+            raise EnvelopeError(f"envelopes nested more than {MAX_ENVELOPES} deep")
+    kept = {
+        key: value
+        for key, value in current.items()
+        if not key.startswith((ATTRIBUTE_PREFIX, PUBSUB_FORWARD_PREFIX))
+    }
+    return data, kept
+
+
+def redrive_count(attributes: Mapping[str, str]) -> int:
+    """How many times the message was redriven (0: never, or a counter that is not a number).
+
+    A counter someone else set to nonsense counts as 0; the next redrive writes a real one,
+    so the loop stays bounded either way.
+    """
+    value = attributes.get(REDRIVE_COUNT_ATTRIBUTE, "").strip()
+    return int(value) if value.isascii() and value.isdigit() else 0
 
 
 class DeadLetters(beam.PTransform):

@@ -91,16 +91,11 @@ DATAFLOW_LEAVES = frozenset(
 )
 # Composites are structure only (Dataflow runs their leaves). Beam serialises ReadFromPubSub
 # as a pickled composite (it has no URN of its own); '' is the pipeline's root.
-# The rollups' CombinePerKey is a standard composite Dataflow lifts into its combiner.
-COMBINE_PER_KEY = common_urns.composites.COMBINE_PER_KEY.urn
-COMBINE_GROUPED_VALUES = common_urns.combine_components.COMBINE_GROUPED_VALUES.urn
 COMPOSITES = frozenset(
     {
         "",
         python_urns.GENERIC_COMPOSITE_TRANSFORM,
         python_urns.PICKLED_TRANSFORM,
-        COMBINE_PER_KEY,
-        COMBINE_GROUPED_VALUES,
     }
 )
 # Never in this pipeline on Dataflow: an Impulse is how an SDK-side source starts (the pull
@@ -230,20 +225,24 @@ def test_pubsub_read_is_dataflows_native_one(job: Translation) -> None:
 
 def test_only_transforms_dataflow_runs(job: Translation) -> None:
     assert problems(job) == []
-    group_by_key = common_urns.primitives.GROUP_BY_KEY.urn
-    window_into = common_urns.primitives.ASSIGN_WINDOWS.urn
+    # No windowed aggregation: the rollups are two stateful ParDos (keyed state and timers,
+    # which Dataflow streaming runs), so a late event is never dropped by a GroupByKey.
     assert set(job.urns()) == {
         "",
         python_urns.GENERIC_COMPOSITE_TRANSFORM,
         python_urns.PICKLED_TRANSFORM,
-        COMBINE_PER_KEY,
-        COMBINE_GROUPED_VALUES,
         PUBSUB_READ,
         PAR_DO,
-        group_by_key,
-        window_into,
     }
-    assert {t.spec.urn for t in job.leaves()} == {PUBSUB_READ, PAR_DO, group_by_key, window_into}
+    assert {t.spec.urn for t in job.leaves()} == {PUBSUB_READ, PAR_DO}
+    for step, state, timers in (
+        ("Rollups/Gate", {"gate"}, {"ts-close"}),
+        ("Rollups/Accumulate", {"window"}, {"ts-due", "ts-close"}),  # "ts-": Beam's prefix
+    ):
+        (leaf,) = [t for t in job.leaves() if t.unique_name.split("/")[:2] == step.split("/")]
+        payload = beam_runner_api_pb2.ParDoPayload.FromString(leaf.spec.payload)
+        assert set(payload.state_specs) == state, step
+        assert set(payload.timer_family_specs) == timers, step
     environments = job.proto.components.environments.values()
     assert {env.urn for env in environments} == {common_urns.environments.DOCKER.urn}
 
