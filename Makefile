@@ -14,7 +14,7 @@ export STREAM_PRISM_CACHE := $(PRISM_CACHE)
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help venv prism run demo seed-demo test test-unit lint format emulators-up emulators-down bench clean
+.PHONY: help venv prism run demo seed-demo deadletters test test-unit lint format emulators-up emulators-down bench clean
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -63,6 +63,9 @@ lint: venv ## ruff (lint + format check) and mypy; never edits files
 format: venv ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+deadletters: venv ## Dead letters: summary, export, redrive (ARGS="summary"; see README)
+	$(BIN)/python -m stream.deadletters $(ARGS)
 
 emulators-up: venv ## Start both emulators in the background on 8085/8086
 	$(BIN)/python -m stream.local up
