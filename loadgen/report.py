@@ -1,9 +1,13 @@
-"""Live progress while publishing: a bar on a terminal, plain periodic lines otherwise."""
+"""Live progress while publishing: a rich progress bar on a terminal, plain lines otherwise."""
 
 import sys
 import time
 from dataclasses import dataclass
 from typing import TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
 
 
 @dataclass
@@ -17,7 +21,11 @@ class PublishStats:
 
 
 class Progress:
-    """Renders PublishStats: a redrawn bar on a TTY, a line every `every` s otherwise."""
+    """Renders PublishStats: rich's bar on a TTY, a `publish:` line every `every` s otherwise.
+
+    The bar's measure is messages (with `total`) or seconds (with `duration`); its text shows
+    the achieved rate against the asked one and the error counts.
+    """
 
     def __init__(
         self,
@@ -31,50 +39,51 @@ class Progress:
         self._total = total
         self._duration = duration
         self._out = stream
-        self._tty = stream.isatty()
-        self._every = 0.1 if self._tty else every
+        self._every = every
         self._start = time.monotonic()
         self._last = 0.0
+        self._bar: RichProgress | None = None
+        if stream.isatty():
+            self._bar = RichProgress(
+                TextColumn("publish"),
+                BarColumn(),
+                TextColumn("{task.fields[text]}"),
+                TimeRemainingColumn(),
+                console=Console(file=stream),
+                transient=False,
+            )
+            measure = float(total) if total else duration
+            self._task = self._bar.add_task("publish", total=measure, text="")
+            self._bar.start()
 
     def elapsed(self) -> float:
         """Seconds since the run started."""
         return time.monotonic() - self._start
 
-    def _line(self, stats: PublishStats) -> str:
-        elapsed = max(self.elapsed(), 1e-9)
-        rate = stats.sent / elapsed
-        if self._total:
-            done = stats.sent + stats.failed
-            fraction = min(1.0, done / self._total)
-            eta = (self._total - done) / rate if rate > 0 else float("inf")
-        else:
-            duration = self._duration or elapsed
-            fraction = min(1.0, elapsed / duration)
-            eta = max(0.0, duration - elapsed)
-        bar = "#" * int(fraction * 30)
-        eta_text = f"{eta:.0f}s" if eta != float("inf") else "?"
+    def _text(self, stats: PublishStats) -> str:
+        rate = stats.sent / max(self.elapsed(), 1e-9)
         return (
-            f"[{bar:<30}] sent={stats.sent} rate={rate:.0f}/s (asked {self._rate:.0f}/s) "
-            f"errors={stats.errors} retries={stats.retries} failed={stats.failed} ETA {eta_text}"
+            f"sent={stats.sent} rate={rate:.0f}/s (asked {self._rate:.0f}/s) "
+            f"errors={stats.errors} retries={stats.retries} failed={stats.failed}"
         )
 
     def update(self, stats: PublishStats, force: bool = False) -> None:
-        """Redraw if enough time passed since the last draw."""
-        now = time.monotonic()
-        if not force and now - self._last < self._every:
+        """Redraw the bar, or print a line when `every` seconds passed (or `force`)."""
+        if self._bar is not None:
+            done = stats.sent + stats.failed if self._total else self.elapsed()
+            self._bar.update(self._task, completed=done, text=self._text(stats))
             return
-        self._last = now
-        if self._tty:
-            self._out.write("\r" + self._line(stats))
-        else:
-            self._out.write("publish: " + self._line(stats) + "\n")
-        self._out.flush()
+        now = time.monotonic()
+        if force or now - self._last >= self._every:
+            self._last = now
+            self._out.write(f"publish: {self._text(stats)}\n")
+            self._out.flush()
 
     def finish(self, stats: PublishStats) -> str:
-        """The closing summary line (also returned, for callers that log it)."""
-        if self._tty:
-            self.update(stats, force=True)
-            self._out.write("\n")
+        """Stop the bar; print and return the closing summary line."""
+        if self._bar is not None:
+            self.update(stats)
+            self._bar.stop()
         elapsed = max(self.elapsed(), 1e-9)
         summary = (
             f"publish: sent={stats.sent} failed={stats.failed} retries={stats.retries} "
