@@ -42,7 +42,10 @@ def _loop(config: IngestConfig, target: int, done: list[int], lock: threading.Lo
         bigtable = config.bigtable
         writers = {
             group: BatchWriter[None](
-                client.get_table(bigtable.instance, table_id), bigtable.batch_rows, bigtable.timeout
+                client.get_table(bigtable.instance, table_id),
+                bigtable.batch_rows,
+                bigtable.timeout,
+                retry=bigtable.retry,
             )
             for group, table_id in bigtable.tables.items()
         }

@@ -1,4 +1,4 @@
-# Provider, project facts and the APIs the service needs. The resources themselves are in
+# Provider, locals and the APIs the service needs. The resources themselves are in
 # pubsub.tf, bigtable.tf, storage.tf, iam.tf and (optional) lookup.tf.
 
 provider "google" {
@@ -6,16 +6,8 @@ provider "google" {
   region  = var.region
 }
 
-# The project number names the Pub/Sub service agent (see pubsub.tf).
-data "google_project" "this" {
-  project_id = var.project_id
-}
-
 locals {
   bucket_name = coalesce(var.bucket_name, "${var.project_id}-stream-ingest-dataflow")
-
-  # Google-managed identity that forwards undeliverable messages to the dead-letter topic.
-  pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
   worker_member = "serviceAccount:${google_service_account.worker.email}"
 

@@ -47,7 +47,7 @@ variable "subscription_name" {
 }
 
 variable "dead_letter_topic_name" {
-  description = "Dead-letter topic (--dead_letter_topic), also the subscription's dead_letter_policy target."
+  description = "Dead-letter topic the pipeline publishes invalid and unwritable messages to (--dead_letter_topic)."
   type        = string
   default     = "request_buffer-deadletter"
 }
@@ -64,7 +64,7 @@ variable "ack_deadline_seconds" {
   default     = 130
 
   validation {
-    # stream/resources.py required_ack_deadline(): 2 * 60 + 10. Pub/Sub allows at most 600.
+    # stream/pipeline/config.py required_ack_deadline(): 2 * 60 + 10. Pub/Sub allows at most 600.
     condition     = var.ack_deadline_seconds >= 130 && var.ack_deadline_seconds <= 600
     error_message = "ack_deadline_seconds must be between 130 (2 x 60 s write timeout + 10 s) and 600."
   }
@@ -74,29 +74,6 @@ variable "message_retention_duration" {
   description = "How long both subscriptions keep unacknowledged messages (7 days = the pipeline's --max_event_age_seconds default)."
   type        = string
   default     = "604800s"
-}
-
-variable "max_delivery_attempts" {
-  description = "Deliveries of one message before Pub/Sub forwards it to the dead-letter topic (Pub/Sub allows 5-100)."
-  type        = number
-  default     = 10
-
-  validation {
-    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
-    error_message = "max_delivery_attempts must be between 5 and 100."
-  }
-}
-
-variable "retry_minimum_backoff" {
-  description = "Shortest redelivery delay after a nack or an expired ack deadline."
-  type        = string
-  default     = "10s"
-}
-
-variable "retry_maximum_backoff" {
-  description = "Longest redelivery delay (Pub/Sub allows at most 600s)."
-  type        = string
-  default     = "600s"
 }
 
 # --- Bigtable --------------------------------------------------------------------------------

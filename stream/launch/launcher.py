@@ -18,6 +18,7 @@ from stream.launch.runners import RunnerChoice, choose_runner
 from stream.launch.status import StatusPrinter
 from stream.local import environment as local
 from stream.local.emulators import EmulatorError
+from stream.pipeline import leases
 from stream.pipeline.build import Source, build_pipeline
 from stream.pipeline.config import IngestConfig
 from stream.pipeline.io.files import FileSource
@@ -102,7 +103,7 @@ def _wait(result: beam.runners.runner.PipelineResult, config: IngestConfig, stop
         if finish.state is not None:
             return finish.state
         if stop.requested:
-            _LOG.info("stopping: cancelling the pipeline (unacknowledged messages stay queued)")
+            _LOG.info("stopping: cancelling the pipeline (what it holds unstored is given back)")
             finish.cancelling = True
             result.cancel()
             finish.join(timeout=30)
@@ -117,7 +118,8 @@ class Restarts:
     A run that stayed up for `healthy` resets the count. Prism does not retry failed
     bundles (a bundle error fails the job) and the DirectRunner gives up after 4 attempts;
     restarting is safe because unacknowledged messages are redelivered and rewritten
-    identically. Delays double from 2 s up to 60 s.
+    identically. Delays double from 2 s up to 60 s. Transient Bigtable errors do not get
+    here: the writers back off in place (--write_retry_seconds).
     """
 
     def __init__(self, limit: int, healthy: float = 600.0) -> None:
@@ -146,6 +148,22 @@ def _build(options: PipelineOptions, config: IngestConfig, choice: RunnerChoice)
     return pipeline
 
 
+def _release_held_messages() -> int:
+    """Give back what the ended job pulled but did not store: redelivered now, not later.
+
+    Prism runs the SDK harness in this process (LOOPBACK), so its lease keepers are this
+    process's; the pull DoFns also release their own when a failed bundle tears them down.
+    """
+    released = leases.release_all()
+    if released:
+        _LOG.info(
+            "released %d messages the job held but had not stored (ack deadline 0): "
+            "they are redelivered at once",
+            released,
+        )
+    return released
+
+
 def _run_locally(options: PipelineOptions, config: IngestConfig, choice: RunnerChoice) -> int:
     stop = _Stop()
     signal.signal(signal.SIGINT, stop)
@@ -160,6 +178,7 @@ def _run_locally(options: PipelineOptions, config: IngestConfig, choice: RunnerC
         signal.signal(signal.SIGINT, stop)
         state = _wait(result, config, stop)
         _LOG.info("pipeline finished: %s", state)
+        _release_held_messages()
         if state != str(PipelineState.FAILED) or stop.requested:
             return 0 if state in (PipelineState.DONE, PipelineState.CANCELLED) else 1
         delay = restarts.next_delay(time.monotonic() - started)
@@ -168,8 +187,7 @@ def _run_locally(options: PipelineOptions, config: IngestConfig, choice: RunnerC
             return 1
         _LOG.error(
             "pipeline failed; restarting in %.0fs (restart %d of at most %d). Messages it had "
-            "not acknowledged are redelivered after the subscription's ack deadline and "
-            "rewritten identically.",
+            "not acknowledged were given back and are rewritten identically.",
             delay,
             restarts.count,
             restarts.limit,

@@ -124,7 +124,15 @@ class IngestOptions(PipelineOptions):
             "--write_timeout_seconds",
             type=int,
             default=60,
-            help="Time budget for one MutateRows, retries of transient errors included.",
+            help="Deadline of one MutateRows attempt (a timed-out attempt is retried).",
+        )
+        group.add_argument(
+            "--write_retry_seconds",
+            type=int,
+            default=900,
+            help="How long a batch may back off in place on transient Bigtable errors "
+            "(RESOURCE_EXHAUSTED, UNAVAILABLE, ...), retrying only the failed rows, before "
+            "its bundle fails. 0: fail the bundle at the first transient error.",
         )
         group.add_argument(
             "--record_ingest_time",
@@ -143,6 +151,14 @@ class IngestOptions(PipelineOptions):
         )
         group.add_argument(
             "--readers", type=int, default=2, help="Concurrent pullers (portable runners)."
+        )
+        group.add_argument(
+            "--max_lease_seconds",
+            type=int,
+            default=3600,
+            help="Pull source: how long after the pull a message still being worked on keeps "
+            "its lease (its ack deadline is extended until then). At least "
+            "--write_retry_seconds.",
         )
         group.add_argument("--id_label", default=None, help="Dataflow only: dedup attribute.")
         group.add_argument(
@@ -293,6 +309,14 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
     # MutateRows allows 100,000 mutations per request; a row here has at most ~70 cells.
     _range(errors, "write_batch_rows", ingest.write_batch_rows, 1, 1000)
     _range(errors, "write_timeout_seconds", ingest.write_timeout_seconds, 1, 600)
+    _range(errors, "write_retry_seconds", ingest.write_retry_seconds, 0, 24 * 3600)
+    _range(errors, "max_lease_seconds", ingest.max_lease_seconds, 0, 24 * 3600)
+    if ingest.max_lease_seconds < ingest.write_retry_seconds:
+        errors.append(
+            f"--max_lease_seconds={ingest.max_lease_seconds}: must be at least "
+            f"--write_retry_seconds ({ingest.write_retry_seconds}), or a message whose write "
+            "is still backing off would be delivered again"
+        )
     _range(errors, "pull_max_messages", ingest.pull_max_messages, 1, 1000)
     _range(errors, "pull_fill_ms", ingest.pull_fill_ms, 0, 10_000)
     _range(errors, "readers", ingest.readers, 1, 16)
@@ -311,6 +335,7 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
             pull_max_messages=ingest.pull_max_messages,
             pull_fill=timedelta(milliseconds=ingest.pull_fill_ms),
             readers=ingest.readers,
+            max_lease=timedelta(seconds=ingest.max_lease_seconds),
             id_label=ingest.id_label,
             timestamp_attribute=ingest.timestamp_attribute,
         ),
@@ -321,6 +346,7 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
             batch_rows=ingest.write_batch_rows,
             timeout=timedelta(seconds=ingest.write_timeout_seconds),
             record_ingest_time=ingest.record_ingest_time,
+            retry=timedelta(seconds=ingest.write_retry_seconds),
         ),
         rules=ParseRules(
             default_schema=ingest.default_schema,

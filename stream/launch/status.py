@@ -1,4 +1,9 @@
-"""A one-line status every few seconds: events read, rows written, dead letters, rates."""
+"""A one-line status every few seconds: events read, rows written, dead letters, rates.
+
+Rare conditions are shown only while they are true: `throttled=Ns` (time the writers spent
+backing off, Beam's `cumulativeThrottlingSeconds` in any namespace) and `redelivered=N`
+(messages pulled again while this process still held them).
+"""
 
 import time
 from collections.abc import Callable, Mapping
@@ -16,8 +21,10 @@ def counter_totals(result: PipelineResult) -> dict[str, int]:
         # PortableRunner's result caches its first GetJobMetrics answer forever
         # (portable_runner.py: `if not self._metrics`); clear it to read fresh values.
         result._metrics = None
-    query = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
-    for entry in query["counters"]:
+    ours = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+    # Throttling is counted under each backing-off DoFn's own namespace (metrics.py).
+    throttling = result.metrics().query(MetricsFilter().with_name(metrics.THROTTLING_SECONDS))
+    for entry in [*ours["counters"], *throttling["counters"]]:
         name = entry.key.metric.name
         value = entry.committed if entry.committed is not None else entry.attempted
         value = max(value or 0, entry.attempted or 0)
@@ -33,14 +40,19 @@ def format_status(now: Mapping[str, int], before: Mapping[str, int], seconds: fl
         rate = (total - before.get(key, 0)) / seconds if seconds > 0 else 0.0
         return f"{label}={total} ({rate:.0f}/s)"
 
-    return "status: " + " ".join(
-        (
-            part("read", metrics.READ),
-            part("written", metrics.WRITTEN),
-            part("deadletter", metrics.DEAD_LETTERED),
-            part("acked", metrics.ACKED),
-        )
-    )
+    parts = [
+        part("read", metrics.READ),
+        part("written", metrics.WRITTEN),
+        part("deadletter", metrics.DEAD_LETTERED),
+        part("acked", metrics.ACKED),
+    ]
+    throttled = now.get(metrics.THROTTLING_SECONDS, 0)
+    if throttled:
+        parts.append(f"throttled={throttled}s")
+    redelivered = now.get(metrics.REDELIVERED_WHILE_HELD, 0)
+    if redelivered:
+        parts.append(f"redelivered={redelivered}")
+    return "status: " + " ".join(parts)
 
 
 class StatusPrinter:

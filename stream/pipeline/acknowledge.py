@@ -2,7 +2,9 @@
 
 `Acknowledge` takes each stored branch (rows written, dead letters published), extracts the
 ack ids the pull source attached and hands them to the source's own acknowledge transform:
-`AcknowledgeFn` for the pull source, nothing for sources that acknowledged on read.
+`AcknowledgeFn` for the pull source, nothing for sources that acknowledged on read. Until
+it is acknowledged, a pulled message's lease is kept by `stream.pipeline.leases` (extended
+while it is worked on, given back at once when its bundle or job fails).
 """
 
 import logging
@@ -12,11 +14,12 @@ import apache_beam as beam
 from apache_beam.typehints.decorators import no_annotations
 from google.cloud import pubsub_v1
 
-from stream.pipeline import metrics
+from stream.pipeline import leases, metrics
 from stream.pipeline.io import clients
 from stream.pipeline.messages import DeadLetter, Written
 
 ACK_CHUNK = 1000  # ack ids per Acknowledge request
+ACK_TIMEOUT_SECONDS = 30.0  # retries of transient errors included
 _LOG = logging.getLogger(__name__)
 
 
@@ -62,11 +65,14 @@ class Acknowledge(beam.PTransform):
 class AcknowledgeFn(beam.DoFn):
     """Acknowledges messages whose row or dead letter is stored, in batches per bundle.
 
-    A failed ack is counted and logged, not raised: the message will be redelivered and
-    rewritten identically (rows are idempotent), so nothing is lost.
+    Transient Pub/Sub errors are retried with backoff (api-core's Retry, up to
+    ACK_TIMEOUT_SECONDS). An ack that still fails is counted and logged, not raised, and the
+    message is given back (ack deadline 0): it is redelivered and rewritten identically (rows
+    are idempotent), so nothing is lost.
     """
 
     _subscriber: pubsub_v1.SubscriberClient  # from setup(): shared per process
+    _leases: leases.LeaseKeeper  # from setup(): shared with the pull source
 
     def __init__(self, subscription: str) -> None:
         self._subscription = subscription
@@ -76,6 +82,7 @@ class AcknowledgeFn(beam.DoFn):
 
     def setup(self) -> None:
         self._subscriber = clients.subscriber()
+        self._leases = leases.keeper(self._subscription)
 
     def start_bundle(self) -> None:
         self._ack_ids = []
@@ -89,9 +96,10 @@ class AcknowledgeFn(beam.DoFn):
             chunk = ack_ids[start : start + ACK_CHUNK]
             try:
                 self._subscriber.acknowledge(
-                    request={"subscription": self._subscription, "ack_ids": chunk}, timeout=30
+                    request={"subscription": self._subscription, "ack_ids": chunk},
+                    retry=leases.pubsub_retry(ACK_TIMEOUT_SECONDS),
+                    timeout=ACK_TIMEOUT_SECONDS,
                 )
-                self._acked.inc(len(chunk))
             except Exception as exc:
                 self._failed.inc(len(chunk))
                 _LOG.warning(
@@ -100,3 +108,7 @@ class AcknowledgeFn(beam.DoFn):
                     len(chunk),
                     exc,
                 )
+                self._leases.release(ack_ids=chunk)
+                continue
+            self._leases.done(chunk)
+            self._acked.inc(len(chunk))

@@ -16,8 +16,10 @@ class BigtableTarget:
     # logical table group (schemas.registry.TABLES) -> table id
     tables: dict[str, str] = field(default_factory=dict)
     batch_rows: int = 500
-    timeout: timedelta = timedelta(seconds=60)
+    timeout: timedelta = timedelta(seconds=60)  # one MutateRows attempt
     record_ingest_time: bool = False
+    # How long a batch backs off in place on transient errors before its bundle fails.
+    retry: timedelta = timedelta(minutes=15)
 
     def table_id(self, group: str) -> str:
         """The table id for a logical table group."""
@@ -33,6 +35,8 @@ class PubSubEndpoints:
     pull_max_messages: int = 1000
     pull_fill: timedelta = timedelta(milliseconds=100)
     readers: int = 2
+    # The pull source extends the lease of a message it holds up to this long after the pull.
+    max_lease: timedelta = timedelta(hours=1)
     id_label: str | None = None
     timestamp_attribute: str | None = None
 
@@ -59,9 +63,11 @@ class IngestConfig:
 
 
 def required_ack_deadline(config: IngestConfig) -> int:
-    """Seconds a message may be held between pull and ack by the pull source.
+    """The shortest ack deadline the pull source's subscription may have.
 
-    One bundle holds a message through the row write (bounded by the write timeout) and,
-    for failures, the dead-letter publish (bounded the same way), plus processing slack.
+    One write attempt (bounded by the write timeout) and, for failures, the dead-letter
+    publish (bounded the same way), plus processing slack. Holding a message longer (a
+    write backing off) is covered by the lease keeper (stream/pipeline/leases.py), which
+    extends the deadline before it runs out, up to `max_lease`.
     """
     return int(2 * config.bigtable.timeout.total_seconds()) + 10

@@ -4,7 +4,8 @@ The emulator never fails transiently, so tests (and manual chaos runs) put this 
 clients and the emulator. Every RPC of the data API, the admin APIs and long-running operations is
 forwarded unchanged (raw bytes, invocation metadata, deadline, upstream status and metadata).
 Only google.bigtable.v2.Bigtable/MutateRows is inspected: rules set on the proxy object fail whole
-calls, fail or reject individual entries (without applying them upstream), or delay calls.
+calls, fail or reject individual entries (without applying them upstream), delay calls, or make
+Bigtable unreachable for a while (an outage: every call fails until it ends).
 
     with FaultProxy(emulator.address) as proxy:
         proxy.fail_entries(0.3, codes=(grpc.StatusCode.INTERNAL,))
@@ -14,7 +15,8 @@ calls, fail or reject individual entries (without applying them upstream), or de
 CLI for manual runs (until Ctrl-C, a stats line every few seconds):
 
     python -m tests.faults.proxy --upstream 127.0.0.1:8086 --port 8096 \
-        --fail-calls 0.1 --fail-entries 0.05 --reject-key KEY
+        --fail-calls 0.1 --fail-entries 0.05 --fail-entries-code RESOURCE_EXHAUSTED \
+        --reject-key KEY --outage 120
 """
 
 from __future__ import annotations
@@ -195,6 +197,8 @@ class _Rules:
     rejected: frozenset[bytes] = frozenset()
     reject_code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
     reject_message: str = DEFAULT_REJECT_MESSAGE
+    outage_until: float = 0.0  # time.monotonic(); calls before it fail as a whole
+    outage_code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,10 @@ class ProxyStats:
         entries_rejected: entries answered with the permanent reject code (reject_keys).
         entries_forwarded: entries sent to the upstream emulator.
         empty_mutation_entries: entries seen whose mutation list was empty.
+        outage_calls: calls failed by an outage (also counted in calls_failed).
+        outage_ended: wall-clock time (time.time()) the last outage ended or will end.
+        resumed: wall-clock time of the first call forwarded upstream after that outage ended
+            (None while none was): `resumed - outage_ended` is how long writes took to resume.
         requests: the last N MutateRows requests, each as ((row_key, mutation_count), ...).
         injected: the last N entries failed or rejected, as (row_key, code).
         methods: every RPC received (all services), by full method path.
@@ -223,6 +231,9 @@ class ProxyStats:
     entries_rejected: int = 0
     entries_forwarded: int = 0
     empty_mutation_entries: int = 0
+    outage_calls: int = 0
+    outage_ended: float | None = None
+    resumed: float | None = None
     requests: tuple[tuple[tuple[bytes, int], ...], ...] = ()
     injected: tuple[tuple[bytes, grpc.StatusCode], ...] = ()
     methods: Mapping[str, int] = field(default_factory=dict)
@@ -233,7 +244,7 @@ class ProxyStats:
             f"calls={self.calls} failed={self.calls_failed} delayed={self.calls_delayed} "
             f"entries={self.entries_seen} forwarded={self.entries_forwarded} "
             f"entry_failures={self.entries_failed} rejected={self.entries_rejected} "
-            f"empty={self.empty_mutation_entries}"
+            f"empty={self.empty_mutation_entries} outage_calls={self.outage_calls}"
         )
 
 
@@ -247,6 +258,9 @@ class _Counters:
     entries_rejected: int = 0
     entries_forwarded: int = 0
     empty_mutation_entries: int = 0
+    outage_calls: int = 0
+    outage_ended: float | None = None
+    resumed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -416,6 +430,21 @@ class FaultProxy:
         with self._lock:
             self._rules.delay, self._rules.delay_seconds = rule, seconds
 
+    def outage(self, seconds: float, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> float:
+        """Bigtable unreachable for `seconds` from now: every MutateRows call fails with `code`.
+
+        Nothing is applied meanwhile. Returns the wall-clock time (time.time()) it ends;
+        `stats().resumed` then tells when the first call got through again.
+        """
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds}")
+        ends = time.time() + seconds
+        with self._lock:
+            self._rules.outage_until = time.monotonic() + seconds
+            self._rules.outage_code = _check_error(code)
+            self._counters.outage_ended, self._counters.resumed = ends, None
+        return ends
+
     def reject_keys(
         self,
         keys: Iterable[bytes],
@@ -454,6 +483,9 @@ class FaultProxy:
                 entries_rejected=c.entries_rejected,
                 entries_forwarded=c.entries_forwarded,
                 empty_mutation_entries=c.empty_mutation_entries,
+                outage_calls=c.outage_calls,
+                outage_ended=c.outage_ended,
+                resumed=c.resumed,
                 requests=tuple(self._requests),
                 injected=tuple(self._injected),
                 methods=dict(self._methods),
@@ -544,7 +576,10 @@ class FaultProxy:
                     c.calls_delayed += 1
 
             fail_code: grpc.StatusCode | None = None
-            if rules.fail_first > 0:
+            if time.monotonic() < rules.outage_until:
+                fail_code = rules.outage_code
+                c.outage_calls += 1
+            elif rules.fail_first > 0:
                 rules.fail_first -= 1
                 fail_code = grpc.StatusCode.UNAVAILABLE
             elif rules.fail_calls is not None:
@@ -574,6 +609,8 @@ class FaultProxy:
                     c.entries_failed += 1
                     continue
                 forward.append(i)
+            if forward and c.outage_ended is not None and c.resumed is None:
+                c.resumed = time.time()
             return _Plan(delay, None, tuple(injected), tuple(forward))
 
     def _hold(self, seconds: float, context: grpc.ServicerContext) -> None:
@@ -705,7 +742,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_code,
         action="append",
         metavar="CODE",
-        help="repeatable; default UNAVAILABLE and INTERNAL",
+        help="repeatable, any gRPC status name (e.g. RESOURCE_EXHAUSTED); "
+        "default UNAVAILABLE and INTERNAL",
     )
     parser.add_argument(
         "--fail-first", type=int, default=0, metavar="N", help="fail the first N calls"
@@ -714,6 +752,13 @@ def _parser() -> argparse.ArgumentParser:
         "--delay", type=float, default=0.0, metavar="SECONDS", help="hold calls this long"
     )
     parser.add_argument("--delay-ratio", type=float, default=1.0, metavar="RATIO")
+    parser.add_argument(
+        "--outage",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="every MutateRows call fails with UNAVAILABLE for this long from the start",
+    )
     parser.add_argument(
         "--reject-key",
         action="append",
@@ -738,6 +783,8 @@ def configure(proxy: FaultProxy, args: argparse.Namespace) -> None:
         proxy.delay_calls(args.delay, args.delay_ratio, seed=args.seed)
     if args.reject_key:
         proxy.reject_keys(key.encode() for key in args.reject_key)
+    if args.outage:
+        proxy.outage(args.outage)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

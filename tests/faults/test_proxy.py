@@ -345,7 +345,73 @@ def test_fail_first_attempts(
     assert _upstream_rows(emulator, table_id, monkeypatch) == rows
 
 
+def test_outage_fails_every_call_until_it_ends_then_records_the_resumption(
+    via_proxy: FaultProxy,
+    table: Table,
+    table_id: str,
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ends = via_proxy.outage(1.5)
+    rows = _rows(10)
+    for _ in range(3):  # every call inside the outage fails as a whole, nothing applied
+        with pytest.raises(MutationsExceptionGroup) as raised:
+            table.bulk_mutate_rows(_entries(rows), retryable_errors=(), operation_timeout=5)
+        failures = _failures(raised.value)
+        assert all(isinstance(c, gexc.ServiceUnavailable) for cs in failures.values() for c in cs)
+    during = via_proxy.stats()
+    assert (during.calls, during.calls_failed, during.outage_calls) == (3, 3, 3)
+    assert during.outage_ended == ends and during.resumed is None
+    assert _upstream_rows(emulator, table_id, monkeypatch) == {}
+    # Default retries include UNAVAILABLE: the client gets through once the outage is over.
+    table.bulk_mutate_rows(_entries(rows), operation_timeout=30)
+    after = via_proxy.stats()
+    assert after.resumed is not None and after.resumed >= ends
+    assert after.entries_forwarded == 10
+    assert _upstream_rows(emulator, table_id, monkeypatch) == rows
+    assert "outage_calls=" in after.line()
+
+
 # -- per-entry failures -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.NOT_FOUND,
+    ],
+    ids=lambda code: code.name,
+)
+def test_fail_entries_with_any_status_code(
+    via_proxy: FaultProxy,
+    table: Table,
+    table_id: str,
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    code: grpc.StatusCode,
+) -> None:
+    via_proxy.fail_entries(0.25, codes=(code,), seed=4)
+    rows = _rows(40)
+    expected = {i for i in range(40) if draw(4, "entry", 0, i) < 0.25}
+    assert 0 < len(expected) < 40
+    with pytest.raises(MutationsExceptionGroup) as raised:
+        table.bulk_mutate_rows(_entries(rows), retryable_errors=())
+    failures = _failures(raised.value)
+    assert set(failures) == expected
+    wanted = type(gexc.from_grpc_status(code, ""))
+    assert all(type(c) is wanted for cs in failures.values() for c in cs)
+    assert {c for _, c in via_proxy.stats().injected} == {code}
+    written = {key: v for i, (key, v) in enumerate(rows.items()) if i not in expected}
+    assert _upstream_rows(emulator, table_id, monkeypatch) == written
 
 
 def test_fail_entries_internal_reported_at_their_indexes(
@@ -530,6 +596,7 @@ def test_reset_clears_every_rule(
     via_proxy.fail_first_attempts(5)
     via_proxy.delay_calls(10.0)
     via_proxy.reject_keys([_key(0)])
+    via_proxy.outage(600)
     via_proxy.reset()
     rows = _rows(5)
     table.bulk_mutate_rows(_entries(rows), operation_timeout=5)

@@ -167,7 +167,7 @@ def test_transient_failures_under_load_verify_clean(
     assert stats.sent == 2500
     assert verdict.ok, "\n".join([verdict.line(), *verdict.examples])
     assert faults.calls_failed > 0 and faults.entries_failed > 0
-    # The client retried failed entries in place: the job never failed or restarted.
+    # The writer retried failed entries in place: the job never failed or restarted.
     assert "restarting in" not in pipeline.log()
     # 4. No retry ever sent an empty or partial row: every attempt of a row carried all the
     # cells of one of the events sent for that key (a consumed DirectRow would send 0).
@@ -231,16 +231,20 @@ def test_direct_runner_loses_a_bundle_that_fails_beyond_its_retries(
 ) -> None:
     """The DirectRunner acknowledges on read and gives up on a bundle after 4 attempts.
 
-    Bigtable is down for good: the pipeline fails, and the messages it had read are gone
-    from the subscription without rows. This documents a limit of the local fallback
-    runner; the pull source (Prism) and Dataflow do not acknowledge before the write.
+    Bigtable is down for good (longer than each attempt's 2 s of backoff in place): the
+    pipeline fails, and the messages it had read are gone from the subscription without
+    rows. This documents a limit of the local fallback runner; the pull source (Prism) and
+    Dataflow do not acknowledge before the write.
     """
     messages, keys = _consent_messages(10)
     publish(resources.topic, messages)
     proxy.fail_calls(1.0)
     pipeline = PipelineProcess(
         resources.flags(
-            "--runner=BundleBasedDirectRunner", "--write_timeout_seconds=2", "--max_restarts=0"
+            "--runner=BundleBasedDirectRunner",
+            "--write_timeout_seconds=2",
+            "--write_retry_seconds=2",
+            "--max_restarts=0",
         ),
         tmp_path / "pipeline.log",
         env={BIGTABLE_ENV: proxy.address},
@@ -259,14 +263,15 @@ def test_prism_restarts_after_an_outage_and_loses_nothing(
 ) -> None:
     """Prism fails the job on a bundle error; the launcher restarts it.
 
-    Prism has no bundle retries. The messages it never acknowledged come back after the
-    ack deadline and are written then.
+    Bigtable stays down longer than the writers may back off in place (5 s here, 15 minutes
+    by default). Prism has no bundle retries: the job fails, gives back the messages it
+    never acknowledged, and the restarted job writes them once Bigtable is back.
     """
     resources = new_resources(ack_deadline=20)  # >= 2 x write timeout (5 s) + 10 s
     messages, keys = _consent_messages(30)
     proxy.fail_calls(1.0)
     pipeline = PipelineProcess(
-        resources.flags("--write_timeout_seconds=5", "--max_restarts=5"),
+        resources.flags("--write_timeout_seconds=5", "--write_retry_seconds=5", "--max_restarts=5"),
         tmp_path / "pipeline.log",
         env={BIGTABLE_ENV: proxy.address},
     )

@@ -53,6 +53,8 @@ def test_defaults_target_the_local_emulator_resources() -> None:
     }
     assert config.bigtable.batch_rows == 500
     assert config.bigtable.timeout == timedelta(seconds=60)
+    assert config.bigtable.retry == timedelta(minutes=15)
+    assert config.pubsub.max_lease == timedelta(hours=1)
     assert config.bigtable.record_ingest_time is False
     assert config.rules == ParseRules(
         default_schema="consent.v1",
@@ -80,8 +82,12 @@ def test_flags_reach_the_config() -> None:
             "--default_schema=telemetry.v1",
             "--max_future_skew_seconds=0",
             "--record_ingest_time",
+            "--write_retry_seconds=120",
+            "--max_lease_seconds=300",
         )
     )
+    assert config.bigtable.retry == timedelta(minutes=2)
+    assert config.pubsub.max_lease == timedelta(minutes=5)
     assert config.pubsub.subscription == PROD_SUB
     # the dead-letter topic and Bigtable project follow the subscription's project
     assert (
@@ -186,6 +192,8 @@ def test_good_instance_id(instance: str) -> None:
         ("window_seconds", 0, 1, 86_400),
         ("max_future_skew_seconds", -1, 0, 86_400),
         ("status_interval_seconds", 3601, 0, 3600),
+        ("write_retry_seconds", -1, 0, 86_400),
+        ("max_lease_seconds", 86_401, 0, 86_400),
     ],
 )
 def test_out_of_range(flag: str, value: int, low: int, high: int) -> None:
@@ -197,6 +205,22 @@ def test_out_of_range(flag: str, value: int, low: int, high: int) -> None:
 @pytest.mark.parametrize(("flag", "value"), [("pull_max_messages", 1), ("write_batch_rows", 1000)])
 def test_range_bounds_are_inclusive(flag: str, value: int) -> None:
     to_config(options("--streaming", f"--{flag}={value}"))
+
+
+def test_no_retry_in_place_and_no_lease_extension_are_allowed() -> None:
+    config = to_config(options("--streaming", "--write_retry_seconds=0", "--max_lease_seconds=0"))
+    assert (config.bigtable.retry, config.pubsub.max_lease) == (timedelta(0), timedelta(0))
+
+
+def test_a_lease_shorter_than_the_write_retries_is_an_error() -> None:
+    assert problems("--streaming", "--write_retry_seconds=900", "--max_lease_seconds=899") == {
+        "--max_lease_seconds=899: must be at least --write_retry_seconds (900), or a message "
+        "whose write is still backing off would be delivered again"
+    }
+    assert problems("--streaming", "--write_retry_seconds=3601") == {
+        "--max_lease_seconds=3600: must be at least --write_retry_seconds (3601), or a message "
+        "whose write is still backing off would be delivered again"
+    }
 
 
 @pytest.mark.parametrize(

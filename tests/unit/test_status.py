@@ -2,10 +2,13 @@
 
 import time
 
+import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from stream.launch import status
-from stream.launch.status import StatusPrinter, format_status
+from stream.launch.status import StatusPrinter, counter_totals, format_status
+from stream.pipeline import metrics
 
 BEFORE = {"read": 50, "written": 40, "dead_lettered": 5, "acked": 45}
 NOW = {"read": 100, "written": 90, "dead_lettered": 5, "acked": 95, "valid": 99}
@@ -41,6 +44,16 @@ def test_missing_counters_are_zero() -> None:
     assert format_status({}, {}, 1.0) == (
         "status: read=0 (0/s) written=0 (0/s) deadletter=0 (0/s) acked=0 (0/s)"
     )
+
+
+def test_throttling_and_redeliveries_show_only_when_they_happened() -> None:
+    now = {**NOW, "cumulativeThrottlingSeconds": 37, "redelivered_while_held": 2}
+    assert format_status(now, BEFORE, 5.0) == (
+        "status: read=100 (10/s) written=90 (10/s) deadletter=5 (0/s) acked=95 (10/s) "
+        "throttled=37s redelivered=2"
+    )
+    quiet = {**NOW, "cumulativeThrottlingSeconds": 0, "redelivered_while_held": 0}
+    assert format_status(quiet, BEFORE, 5.0) == format_status(NOW, BEFORE, 5.0)
 
 
 class _Clock:
@@ -95,3 +108,26 @@ def test_printer_with_zero_interval_is_silent(monkeypatch: pytest.MonkeyPatch) -
     clock.now = 5000.0
     printer.tick()
     assert lines == []
+
+
+class _ThrottledFn(beam.DoFn):
+    """Counts like the write DoFns: its own counters, throttling under its class's namespace."""
+
+    def __init__(self) -> None:
+        self._written = metrics.counter(metrics.WRITTEN)
+        self._throttled = beam.metrics.Metrics.counter(_ThrottledFn, metrics.THROTTLING_SECONDS)
+        self._elsewhere = beam.metrics.Metrics.counter("other", "written")
+
+    def process(self, element: int) -> None:
+        self._written.inc()
+        self._throttled.inc(element)
+        self._elsewhere.inc(1000)
+
+
+def test_counter_totals_reads_throttling_from_any_namespace() -> None:
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=BundleBasedDirectRunner"]))
+    _ = pipeline | beam.Create([1, 2, 4]) | beam.ParDo(_ThrottledFn())
+    result = pipeline.run()
+    result.wait_until_finish()
+    totals = counter_totals(result)
+    assert totals == {"written": 3, "cumulativeThrottlingSeconds": 7}

@@ -1,45 +1,104 @@
 """A Beam-free batch writer for one Bigtable table: add rows, flush them in bounded chunks.
 
 Lifecycle like a quix-streams sink: the caller creates the data client (once per process),
-`add`s rows with the item each stands for, and `flush`es. Every MutateRows entry is checked:
-the flush reports, per item, whether its row was written or refused for good (with the
-cause); rows that failed for a transient reason after the client's own retries raise
-TransientWriteError, so the caller (a DoFn) fails its bundle and the runner retries it.
+`add`s rows with the item each stands for, and `flush`es. Every MutateRows entry is checked,
+and each failure is handled by what its status means (the table at ERROR HANDLING below):
+
+- transient (RESOURCE_EXHAUSTED, UNAVAILABLE, ...): only the failed entries are sent again,
+  in place, after an exponential backoff with full jitter, for as long as it takes up to the
+  retry budget (`--write_retry_seconds`); the time slept is reported to `on_throttled` (the
+  DoFn counts it as `cumulativeThrottlingSeconds`). Past the budget the flush raises
+  TransientWriteError and the caller's bundle fails;
+- permanent for the row (INVALID_ARGUMENT, NOT_FOUND, ...): the outcome says so at once, the
+  caller dead-letters that row; every other row is written;
+- refused for the caller (PERMISSION_DENIED, UNAUTHENTICATED, or a permanent status of the
+  whole call, e.g. a missing table): RefusedWriteError at once, no retry and no dead letter:
+  no row is to blame and no backoff can fix it.
+
 Mutations are built anew for every attempt from the immutable row (never a mutation object
 a previous attempt consumed).
 """
 
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Generic, Protocol, TypeVar
 
 from google.api_core import exceptions as gexc
+from google.api_core.retry import exponential_sleep_generator
 from google.cloud.bigtable.data import MutationsExceptionGroup, RowMutationEntry, SetCell, Table
+from google.cloud.bigtable.data.exceptions import RetryExceptionGroup
 
 from schemas.base import Cell, TableSpec
 
 T = TypeVar("T")
 INGESTED_AT = b"ingested_at"
+_LOG = logging.getLogger(__name__)
 
-# Errors that no retry can fix for this row: the row goes to the dead letter.
-PERMANENT_ERRORS = (
+# ERROR HANDLING: every status Bigtable can answer for a MutateRows entry or call, and what
+# the writer does with it. Sources: google.rpc.Code (what each code means), the Bigtable
+# data client's defaults (it retries DEADLINE_EXCEEDED and UNAVAILABLE; the Node client
+# also RESOURCE_EXHAUSTED and ABORTED; the classic Python client also INTERNAL), and the
+# fact that every mutation here carries an explicit timestamp, so a retry is idempotent.
+#
+#   code                 meaning for a write                      handling
+#   UNAVAILABLE          server or tablet briefly unreachable     transient: back off in place
+#   DEADLINE_EXCEEDED    the attempt's deadline passed            transient: back off in place
+#   RESOURCE_EXHAUSTED   overload or quota (HTTP 429)             transient: back off in place
+#   ABORTED              concurrency conflict on the server       transient: back off in place
+#   INTERNAL             server fault (RST_STREAM, ...)           transient: back off in place
+#   UNKNOWN              unmapped server/transport error          transient: back off in place
+#   CANCELLED            the server cancelled the stream          transient: back off in place
+#   INVALID_ARGUMENT     the row itself is invalid                permanent: dead letter
+#   NOT_FOUND            e.g. the column family does not exist    permanent: dead letter
+#   FAILED_PRECONDITION  the row cannot be applied in this state  permanent: dead letter
+#   OUT_OF_RANGE         e.g. a timestamp out of range            permanent: dead letter
+#   ALREADY_EXISTS, UNIMPLEMENTED, DATA_LOSS (never seen for writes): permanent: dead letter
+#   PERMISSION_DENIED    the credentials may not write here       refused: fail the bundle now
+#   UNAUTHENTICATED      the credentials are invalid or revoked   refused: fail the bundle now
+#
+# A permanent code for the *whole call* (not one entry: a missing table, a request Bigtable
+# cannot parse) is refused too: no row is to blame. A refusal is neither dead-lettered (the
+# rows are fine) nor retried for 15 minutes in silence: the bundle fails with a message that
+# says what to fix; its messages are never acknowledged, so nothing is lost (README,
+# Failures). Anything else (an exception without a status) is treated as transient.
+RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.ResourceExhausted,
+    gexc.Aborted,
+    gexc.InternalServerError,
+    gexc.Unknown,
+    gexc.Cancelled,
+)
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     gexc.InvalidArgument,
     gexc.NotFound,
     gexc.FailedPrecondition,
     gexc.OutOfRange,
+    gexc.AlreadyExists,
+    gexc.MethodNotImplemented,
+    gexc.DataLoss,
 )
-# Retried by the client itself, per entry, within the timeout. Safe because every mutation
-# carries an explicit timestamp (idempotent); the classic client retries the same set. The
-# data client's default retries only DEADLINE_EXCEEDED and UNAVAILABLE.
-RETRYABLE_ERRORS = (
-    gexc.DeadlineExceeded,
-    gexc.ServiceUnavailable,
-    gexc.Aborted,
-    gexc.InternalServerError,
-)
-MAX_ATTEMPT_SECONDS = 20.0
+REFUSED_ERRORS: tuple[type[Exception], ...] = (gexc.PermissionDenied, gexc.Unauthenticated)
+
+# Backoff between attempts, full jitter (api-core's generator: uniform(0, cap), the cap
+# doubling from its first value to MAXIMUM while attempts write nothing). RESOURCE_EXHAUSTED
+# is Bigtable asking the client to slow down (overload, quota): it starts higher than other
+# transient errors (a dropped connection, a moved tablet), which are worth retrying at once.
+# The maximum is short on purpose: after an outage the rows resume within seconds, and the
+# jitter spreads a fleet of writers.
+BACKOFF_INITIAL_SECONDS = 0.1
+OVERLOAD_BACKOFF_INITIAL_SECONDS = 0.25
+BACKOFF_MAXIMUM_SECONDS = 10.0
+BACKOFF_MULTIPLIER = 2.0
+WARN_AFTER_SECONDS = 30.0  # rows still failing this long are logged, then every 30 s
+DEFAULT_RETRY = timedelta(minutes=15)
+# A flush writes up to this many chunks back to back and backs off once for all of them:
+# under partial overload, the sleeps per row halve compared to one backoff per chunk.
+CHUNKS_PER_FLUSH = 4
 
 
 class Row(Protocol):
@@ -56,16 +115,37 @@ class Row(Protocol):
 
 
 class TransientWriteError(RuntimeError):
-    """Rows could not be written for a retryable reason; the batch must be tried again."""
+    """Rows still failed for a retryable reason when the retry budget ran out."""
 
     def __init__(self, message: str, rows: int) -> None:
         super().__init__(message)
         self.rows = rows
 
 
+class RefusedWriteError(RuntimeError):
+    """Bigtable refused the request itself (credentials, permissions, a missing table)."""
+
+
 def is_permanent(cause: BaseException | None) -> bool:
-    """Whether a per-row failure can never succeed on retry."""
+    """Whether a per-row failure can never succeed on retry (the row is dead-lettered)."""
     return isinstance(cause, PERMANENT_ERRORS)
+
+
+def is_refused(cause: BaseException | None) -> bool:
+    """Whether a failure blames the caller or the whole request, not a row.
+
+    PERMISSION_DENIED and UNAUTHENTICATED always; a permanent status only when the call as
+    a whole failed with it (the client then reports the call's error for every entry,
+    with the gRPC call as its `response`; an entry's own status has none).
+    """
+    if isinstance(cause, REFUSED_ERRORS):
+        return True
+    return _whole_call(cause) and is_permanent(cause)
+
+
+def _whole_call(cause: BaseException | None) -> bool:
+    """Whether the error is the call's own status (it carries the gRPC call as `response`)."""
+    return isinstance(cause, gexc.GoogleAPICallError) and cause.response is not None
 
 
 def mutation_entry(row: Row, ingest_micros: int | None = None) -> RowMutationEntry:
@@ -95,8 +175,30 @@ class Outcome(Generic[T]):
         return self.error is None
 
 
+def _cause(exc: BaseException) -> BaseException | None:
+    """The status behind one failed entry (the last one, if the client retried it)."""
+    cause = exc.__cause__
+    if isinstance(cause, RetryExceptionGroup) and cause.exceptions:
+        last: BaseException = cause.exceptions[-1]
+        return last
+    return cause
+
+
+def _no_throttle_report(seconds: float) -> None:
+    return None
+
+
 class BatchWriter(Generic[T]):
-    """Rows for one table, written `chunk_rows` at a time."""
+    """Rows for one table, written `chunk_rows` at a time, transient failures retried in place.
+
+    Args:
+        table: the data client's table.
+        chunk_rows: rows per MutateRows request.
+        timeout: the deadline of one MutateRows attempt.
+        record_ingest_time: also write `ingested_at` (the attempt's wall clock).
+        retry: how long a flush may back off before TransientWriteError (0: no retry).
+        on_throttled: called with the seconds of every backoff sleep, as it happens.
+    """
 
     def __init__(
         self,
@@ -104,68 +206,162 @@ class BatchWriter(Generic[T]):
         chunk_rows: int,
         timeout: timedelta,
         record_ingest_time: bool = False,
+        retry: timedelta = DEFAULT_RETRY,
+        on_throttled: Callable[[float], None] = _no_throttle_report,
     ) -> None:
         self._table = table
         self._chunk = chunk_rows
         self._timeout = timeout.total_seconds()
         self._record_ingest_time = record_ingest_time
+        self._retry = retry.total_seconds()
+        self._on_throttled = on_throttled
         self._pending: list[tuple[Row, T]] = []
-        self.batches = 0  # MutateRows calls that completed
+        self.batches = 0  # MutateRows calls answered (entry by entry)
         self.batch_millis: list[int] = []  # how long each took, since the last flush
+        self.retried_rows = 0  # entries sent again after a transient failure
+        self.throttled_seconds = 0.0  # time slept backing off
 
     def __len__(self) -> int:
         return len(self._pending)
 
     @property
     def full(self) -> bool:
-        """Whether a chunk is ready: flush before adding more."""
-        return len(self._pending) >= self._chunk
+        """Whether a flush's worth of rows is buffered: flush before adding more."""
+        return len(self._pending) >= self._chunk * CHUNKS_PER_FLUSH
 
     def add(self, row: Row, item: T) -> None:
         """Buffer a row; `item` is what the outcome reports it as."""
         self._pending.append((row, item))
 
     def flush(self) -> Iterator[Outcome[T]]:
-        """Write everything buffered, a chunk per MutateRows; yields each item's outcome."""
-        pending, self._pending = self._pending, []
-        self.batch_millis = []
-        for start in range(0, len(pending), self._chunk):
-            yield from self._write(pending[start : start + self._chunk])
+        """Write everything buffered until each row is written or refused for good.
 
-    def _write(self, chunk: list[tuple[Row, T]]) -> Iterator[Outcome[T]]:
+        Each round sends the rows still to write, a chunk per MutateRows, then backs off
+        once if some failed for a transient reason; yields every item's outcome at the end.
+        The loop is ours, not api-core's `retry_target`: the backoff starts over whenever a
+        round wrote some rows (Bigtable is taking work: 5% refused entries must not escalate
+        to minutes of sleep), its first step depends on the error, and every sleep is
+        reported as throttled time.
+        """
+        rows, self._pending = self._pending, []
+        self.batch_millis = []
+        errors: dict[int, BaseException | None] = {}
+        remaining = list(range(len(rows)))
+        started = time.monotonic()
+        deadline = started + self._retry
+        delays: Iterator[float] | None = None
+        warned_at = started
+        while remaining:
+            failed: dict[int, BaseException | None] = {}
+            for start in range(0, len(remaining), self._chunk):
+                indexes = remaining[start : start + self._chunk]
+                failed.update(self._attempt(rows, indexes, errors))
+            if not failed:
+                break
+            if delays is None or len(failed) < len(remaining):  # first, or progress: anew
+                overload = any(isinstance(c, gexc.ResourceExhausted) for c in failed.values())
+                delays = self._delays(overload)
+            remaining = sorted(failed)
+            delay = next(delays)
+            now = time.monotonic()
+            if now + delay > deadline:
+                first = failed[remaining[0]]
+                raise TransientWriteError(
+                    f"{len(remaining)} of {len(rows)} rows to {self._table.table_id} still "
+                    f"failed after {now - started:.0f}s of retries (--write_retry_seconds="
+                    f"{self._retry:.0f}; last error: {first!r}); the batch must be tried again",
+                    len(remaining),
+                )
+            if now - warned_at >= WARN_AFTER_SECONDS:
+                warned_at = now
+                _LOG.warning(
+                    "Bigtable: %d of %d rows to %s still failing after %.0fs (%r); backing "
+                    "off in place, up to %.0fs in all",
+                    len(remaining),
+                    len(rows),
+                    self._table.table_id,
+                    now - started,
+                    failed[remaining[0]],
+                    self._retry,
+                )
+            time.sleep(delay)
+            self.throttled_seconds += delay
+            self.retried_rows += len(remaining)
+            self._on_throttled(delay)
+        for index, (row, item) in enumerate(rows):
+            yield Outcome(item, row, errors.get(index))
+
+    def _delays(self, overload: bool) -> Iterator[float]:
+        initial = OVERLOAD_BACKOFF_INITIAL_SECONDS if overload else BACKOFF_INITIAL_SECONDS
+        delays: Iterator[float] = exponential_sleep_generator(
+            initial, BACKOFF_MAXIMUM_SECONDS, BACKOFF_MULTIPLIER
+        )
+        return delays
+
+    def _attempt(
+        self,
+        rows: list[tuple[Row, T]],
+        indexes: list[int],
+        permanent: dict[int, BaseException | None],
+    ) -> dict[int, BaseException | None]:
+        """One MutateRows of the buffered rows at `indexes`, every entry built afresh.
+
+        Records rows refused for good in `permanent`; returns the transient failures by
+        index. One attempt per call (no retries inside the client): every retry is the
+        flush's, so every wait is counted.
+        """
         now = time.time_ns() // 1000 if self._record_ingest_time else None
-        entries = [mutation_entry(row, now) for row, _ in chunk]
-        failures: dict[int, BaseException | None] = {}
+        entries = [mutation_entry(rows[i][0], now) for i in indexes]
+        causes: dict[int, BaseException | None] = {}
         started = time.monotonic()
         try:
             self._table.bulk_mutate_rows(
                 entries,
                 operation_timeout=self._timeout,
-                attempt_timeout=min(MAX_ATTEMPT_SECONDS, self._timeout),
-                retryable_errors=RETRYABLE_ERRORS,
+                attempt_timeout=self._timeout,
+                retryable_errors=(),
             )
         except MutationsExceptionGroup as group:
             for exc in group.exceptions:
                 index = getattr(exc, "index", None)
-                if index is None:
-                    raise TransientWriteError(
-                        f"unattributable MutateRows failure: {exc}", len(entries)
-                    ) from group
-                failures[index] = exc.__cause__
+                if index is None:  # not attributable to one entry: all of them again
+                    causes = dict.fromkeys(range(len(entries)), exc)
+                    break
+                causes[index] = _cause(exc)
         except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
-            raise TransientWriteError(
-                f"MutateRows to {self._table.table_id} failed: {exc}", len(entries)
-            ) from exc
-        self.batches += 1
-        self.batch_millis.append(int((time.monotonic() - started) * 1000))
-        transient = {i: c for i, c in failures.items() if not is_permanent(c)}
-        if transient:
-            first = next(iter(transient.values()))
-            raise TransientWriteError(
-                f"{len(transient)} of {len(entries)} rows to {self._table.table_id} failed with "
-                f"retryable errors within {self._timeout:.0f}s (first: {first!r}); the batch "
-                "must be tried again",
-                len(transient),
-            )
-        for index, (row, item) in enumerate(chunk):
-            yield Outcome(item, row, failures.get(index))
+            causes = dict.fromkeys(range(len(entries)), exc)
+        refused = next((c for c in causes.values() if is_refused(c)), None)
+        if refused is not None:
+            raise RefusedWriteError(
+                f"Bigtable refused the write to {self._table.table_id}: {refused!r}. No retry "
+                "can fix this and no row is to blame, so nothing was dead-lettered: check the "
+                "credentials, the role on the instance (roles/bigtable.user) and the table. "
+                "Unacknowledged messages stay in the subscription."
+            ) from refused
+        if not any(_whole_call(c) for c in causes.values()):
+            self.batches += 1
+            self.batch_millis.append(int((time.monotonic() - started) * 1000))
+        failed: dict[int, BaseException | None] = {}
+        for position, cause in causes.items():
+            if is_permanent(cause):
+                permanent[indexes[position]] = cause
+            else:
+                failed[indexes[position]] = cause
+        return failed
+
+
+__all__ = [
+    "DEFAULT_RETRY",
+    "INGESTED_AT",
+    "PERMANENT_ERRORS",
+    "REFUSED_ERRORS",
+    "RETRYABLE_ERRORS",
+    "BatchWriter",
+    "Outcome",
+    "RefusedWriteError",
+    "Row",
+    "TransientWriteError",
+    "is_permanent",
+    "is_refused",
+    "mutation_entry",
+]

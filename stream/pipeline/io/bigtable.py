@@ -1,12 +1,17 @@
 """WriteRows and WriteRollups: the Beam side of the batch writer (one per table and bundle).
 
-Elements are buffered within a bundle and flushed by `BatchWriter` in chunks of
-`--write_batch_rows`; a written row's message goes on to be acknowledged, a row Bigtable
-refused for good becomes a dead letter, and a transient failure fails the bundle so the
-runner retries it (rows are rewritten identically: same key, cells and timestamp).
+Elements are buffered within a bundle and flushed by `BatchWriter` (MutateRows of
+`--write_batch_rows` rows, up to four per flush); a written row's message goes on to be
+acknowledged, a row Bigtable refused for good becomes a dead letter. Transient failures are
+retried in place by the writer, with backoff, up to `--write_retry_seconds`; the time it
+sleeps is counted as `cumulativeThrottlingSeconds` (what Dataflow's autoscaler reads) while
+it happens. Beyond that budget, or when Bigtable refuses the request itself, the bundle
+fails and the runner retries it (rows are rewritten identically: same key, cells and
+timestamp).
 """
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -23,7 +28,13 @@ from stream.pipeline import metrics
 from stream.pipeline.config import BigtableTarget
 from stream.pipeline.deadletters import letter
 from stream.pipeline.io import clients
-from stream.pipeline.io.batch_writer import BatchWriter, Outcome, Row, TransientWriteError
+from stream.pipeline.io.batch_writer import (
+    BatchWriter,
+    Outcome,
+    RefusedWriteError,
+    Row,
+    TransientWriteError,
+)
 from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage, ValidEvent, Written
 from stream.pipeline.outputs import Writes
 from stream.pipeline.rollups.rows import RollupRow
@@ -50,6 +61,29 @@ class _Elements(Generic[E]):
     record_ingest_time: bool
 
 
+class _Carry:
+    """Backoff seconds not yet counted, per DoFn class and process.
+
+    The counter counts whole seconds; the fractions of every writer of a class add up here
+    (writers of one process share it), so the counted total is exact to under a second.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seconds: dict[type, float] = {}
+
+    def add(self, owner: type, seconds: float) -> int:
+        """Add `seconds`; returns the whole seconds to count now."""
+        with self._lock:
+            total = self._seconds.get(owner, 0.0) + seconds
+            whole = int(total)
+            self._seconds[owner] = total - whole
+            return whole
+
+
+_THROTTLE_CARRY = _Carry()
+
+
 class _WriteFn(beam.DoFn, Generic[E]):
     """Buffers the bundle's elements per table and flushes them with a BatchWriter each."""
 
@@ -62,12 +96,22 @@ class _WriteFn(beam.DoFn, Generic[E]):
         self._written = metrics.counter(elements.written_counter)
         self._rejected = metrics.counter(metrics.WRITE_REJECTED)
         self._retryable = metrics.counter(metrics.WRITE_RETRYABLE_FAILURES)
+        self._refused = metrics.counter(metrics.WRITE_REFUSED)
+        self._retried = metrics.counter("write_retried_rows")
         self._batches = metrics.counter("write_batches")
         self._latency = beam.metrics.Metrics.distribution(metrics.NAMESPACE, "write_batch_ms")
+        # Namespaced by the DoFn class, as Beam's own I/Os do (stream/pipeline/metrics.py).
+        self._throttled = beam.metrics.Metrics.counter(type(self), metrics.THROTTLING_SECONDS)
 
     def setup(self) -> None:
         self._client = clients.bigtable(self._target.project)
         self._writers = {}
+
+    def _throttled_for(self, seconds: float) -> None:
+        """Count backoff time as it happens, so the platform sees it during a long outage."""
+        whole = _THROTTLE_CARRY.add(type(self), seconds)
+        if whole:
+            self._throttled.inc(whole)
 
     def _writer(self, table_id: str) -> BatchWriter[_Pending[E]]:
         if table_id not in self._writers:
@@ -76,6 +120,8 @@ class _WriteFn(beam.DoFn, Generic[E]):
                 self._target.batch_rows,
                 self._target.timeout,
                 self._elements.record_ingest_time and self._target.record_ingest_time,
+                retry=self._target.retry,
+                on_throttled=self._throttled_for,
             )
         return self._writers[table_id]
 
@@ -97,14 +143,18 @@ class _WriteFn(beam.DoFn, Generic[E]):
             yield from self._flush(writer)
 
     def _flush(self, writer: BatchWriter[_Pending[E]]) -> Iterator[WindowedValue | TaggedOutput]:
-        before = writer.batches
+        before, retried_before = writer.batches, writer.retried_rows
         try:
             outcomes = list(writer.flush())
         except TransientWriteError as exc:
             self._retryable.inc(exc.rows)
             raise
+        except RefusedWriteError:
+            self._refused.inc()
+            raise
         finally:
             self._batches.inc(writer.batches - before)
+            self._retried.inc(writer.retried_rows - retried_before)
             for millis in writer.batch_millis:
                 self._latency.update(millis)
         for outcome in outcomes:

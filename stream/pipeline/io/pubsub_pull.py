@@ -1,10 +1,14 @@
 """A Pub/Sub source for portable runners (Prism, Flink, Spark): an unbounded splittable DoFn.
 
 It pulls batches and never acknowledges: each message carries its ack id to the
-Acknowledge stage, which acks it once its row or dead letter is stored. Why, and the runner
-facts behind each choice here: stream/DESIGN.md, "The pull source on Prism".
+Acknowledge stage, which acks it once its row or dead letter is stored. Every pulled
+message is held by the process's lease keeper (stream/pipeline/leases.py) until then: its
+lease is extended while the write backs off, and given back at once if the bundle fails.
+Why, and the runner facts behind each choice here: stream/DESIGN.md, "The pull source on
+Prism".
 """
 
+import logging
 import time
 import warnings
 from collections.abc import Iterator
@@ -20,9 +24,10 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.typehints.decorators import no_annotations
 from apache_beam.utils.timestamp import Duration, Timestamp
 from google.api_core import exceptions as gexc
+from google.api_core.retry import exponential_sleep_generator
 from google.cloud import pubsub_v1
 
-from stream.pipeline import metrics
+from stream.pipeline import leases, metrics
 from stream.pipeline.acknowledge import AcknowledgeFn
 from stream.pipeline.config import PubSubEndpoints
 from stream.pipeline.io import clients
@@ -31,6 +36,10 @@ from stream.pipeline.messages import RawMessage
 UNBOUNDED = 2**62
 IDLE_POLL = Duration(seconds=0.2)
 PULL_TIMEOUT_SECONDS = 10.0  # generous on purpose: DESIGN.md, "Generous pull timeout"
+# After a failed pull: wait uniform(0, cap) before the next, the cap doubling to 10 s.
+PULL_BACKOFF_INITIAL_SECONDS = 0.2
+PULL_BACKOFF_MAXIMUM_SECONDS = 10.0
+_LOG = logging.getLogger(__name__)
 
 
 class _Pulls(OffsetRestrictionTracker):
@@ -105,17 +114,33 @@ class PullMessagesFn(beam.DoFn):
     """
 
     _subscriber: pubsub_v1.SubscriberClient  # from setup(): shared per process
+    _leases: leases.LeaseKeeper  # from setup(): shared per process and subscription
 
     def __init__(self, endpoints: PubSubEndpoints) -> None:
         self._endpoints = endpoints
         self._pulled = metrics.counter("pulled")
         self._empty = metrics.counter("empty_pulls")
+        self._failed = metrics.counter(metrics.PULL_FAILURES)
+        self._redelivered = metrics.counter(metrics.REDELIVERED_WHILE_HELD)
         self._lag = beam.metrics.Metrics.gauge(metrics.NAMESPACE, "source_lag_ms")
         self._fill_gauge = beam.metrics.Metrics.gauge(metrics.NAMESPACE, "pull_fill_percent")
+        self._held = beam.metrics.Metrics.gauge(metrics.NAMESPACE, metrics.LEASES_HELD)
 
     def setup(self) -> None:
         self._subscriber = clients.subscriber()
+        self._leases = leases.keeper(self._endpoints.subscription)
+        self._owner = leases.new_owner()
+        self._backoff: Iterator[float] | None = None
         self._yielded = False
+
+    def teardown(self) -> None:
+        # Called when the SDK discards this DoFn, e.g. after its bundle failed: the messages
+        # that bundle held are given back at once instead of after their ack deadline.
+        keeper: leases.LeaseKeeper | None = getattr(self, "_leases", None)
+        if keeper is not None:
+            released = keeper.release(self._owner)
+            if released:
+                _LOG.info("released %d messages this reader held (ack deadline 0)", released)
 
     def start_bundle(self) -> None:
         # No long poll once a reader of this bundle yielded a batch (DESIGN.md).
@@ -131,8 +156,8 @@ class PullMessagesFn(beam.DoFn):
                     request={**request, "return_immediately": at_hand_only},
                     timeout=PULL_TIMEOUT_SECONDS,
                 )
-        except (gexc.DeadlineExceeded, gexc.ServiceUnavailable):
-            return []  # nothing arrived in time, or a blip: try again after a checkpoint
+        except gexc.DeadlineExceeded:
+            return []  # nothing arrived in time: try again after a checkpoint
         return list(response._pb.received_messages)  # raw protobuf: see _to_raw
 
     def _fill(self, at_hand_only: bool = False) -> list[Any]:
@@ -147,11 +172,43 @@ class PullMessagesFn(beam.DoFn):
         received = self._pull(wanted, at_hand_only)  # a long poll, unless told otherwise
         deadline = time.monotonic() + self._endpoints.pull_fill.total_seconds()
         while received and len(received) < wanted and time.monotonic() < deadline:
-            more = self._pull(wanted - len(received), at_hand_only=True)
+            try:
+                more = self._pull(wanted - len(received), at_hand_only=True)
+            except leases.TRANSIENT_PUBSUB_ERRORS:
+                break  # keep what is in hand; the next pull tells whether Pub/Sub is back
             if not more:
                 break
             received.extend(more)
         return received
+
+    def _pull_failed(self, exc: Exception) -> Duration:
+        """A transient pull error: how long this reader waits before pulling again."""
+        self._failed.inc()
+        if self._backoff is None:
+            self._backoff = exponential_sleep_generator(
+                PULL_BACKOFF_INITIAL_SECONDS, PULL_BACKOFF_MAXIMUM_SECONDS
+            )
+        delay = next(self._backoff)
+        _LOG.warning(
+            "pull from %s failed, again in %.1fs: %s", self._endpoints.subscription, delay, exc
+        )
+        return Duration(seconds=delay)
+
+    def _hold(self, received: list[Any]) -> None:
+        """Hand the batch's leases to the keeper before any message goes downstream."""
+        redelivered = self._leases.hold(
+            self._owner,
+            [(item.ack_id, item.message.message_id) for item in received],
+            self._endpoints.max_lease.total_seconds(),
+        )
+        self._held.set(self._leases.held)
+        if redelivered:
+            self._redelivered.inc(redelivered)
+            _LOG.warning(
+                "%d messages were pulled again while this process still held them: their "
+                "lease ran out (see --max_lease_seconds), or Pub/Sub delivered them twice",
+                redelivered,
+            )
 
     @beam.DoFn.unbounded_per_element()
     @no_annotations
@@ -164,7 +221,13 @@ class PullMessagesFn(beam.DoFn):
         position = tracker.current_restriction().start
         if not tracker.try_claim(position):
             return
-        received = self._fill(at_hand_only=self._yielded)
+        try:
+            received = self._fill(at_hand_only=self._yielded)
+        except leases.TRANSIENT_PUBSUB_ERRORS as exc:
+            # The watermark stays: what is waiting in the subscription is not known now.
+            tracker.defer_remainder(self._pull_failed(exc))
+            return
+        self._backoff = None
         now = Timestamp.now()
         if not received:
             self._empty.inc()
@@ -172,6 +235,7 @@ class PullMessagesFn(beam.DoFn):
             watermark.set_watermark(max(now, watermark.current_watermark() or now))
             tracker.defer_remainder(IDLE_POLL)
             return
+        self._hold(received)
         oldest = now
         for item in received:
             raw, published = _to_raw(item)
@@ -209,5 +273,5 @@ class PullSource:
         return _read()
 
     def acknowledge(self) -> beam.PTransform:
-        """PCollection[ack id] -> acknowledged in Pub/Sub."""
+        """PCollection[ack id] -> acknowledged in Pub/Sub (and their leases retired)."""
         return beam.ParDo(AcknowledgeFn(self._endpoints.subscription))

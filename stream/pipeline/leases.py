@@ -1,0 +1,318 @@
+"""Leases of the messages the pull source holds: extended while worked on, released on the way down.
+
+The pull source registers every message it pulls (`hold`); the ack stage retires it once
+acknowledged (`done`). A daemon thread per process and subscription extends the ack
+deadline of every message still held before it can run out (ModifyAckDeadline), up to
+`--max_lease_seconds` after the pull, so a write that backs off for minutes never lets
+Pub/Sub redeliver a message still being worked on. When a bundle fails (the pull DoFn's
+teardown), a local job ends (the launcher) or the process exits, what it still holds is
+released with an ack deadline of 0: redelivered at once, not after the subscription's
+deadline. Pub/Sub's streaming-pull client keeps leases the same way (its Leaser, with a
+one-hour `max_lease_duration`), but only inside its StreamingPullManager; the pull source
+uses the synchronous Pull API, hence this module.
+"""
+
+import atexit
+import itertools
+import logging
+import math
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry, if_exception_type
+from google.cloud import pubsub_v1
+
+from stream.pipeline.io import clients
+
+# Pub/Sub's shortest ack deadline: whatever the subscription says, a pulled message is
+# leased at least this long. The first extension comes well before it.
+MIN_ACK_DEADLINE_SECONDS = 10.0
+FIRST_EXTENSION_AFTER_SECONDS = 3.0
+EXTEND_BY_SECONDS = 60  # what each extension asks for (Pub/Sub allows 0 to 600)
+RENEW_BEFORE_SECONDS = 20.0  # extend again when less than this is left
+TICK_SECONDS = 1.0
+ACK_IDS_PER_REQUEST = 1000
+RELEASE_TIMEOUT_SECONDS = 10.0
+# Transient for Pub/Sub's Acknowledge / ModifyAckDeadline / Pull: the codes the Pub/Sub
+# client retries for any of its calls (its publish and streaming-pull defaults).
+TRANSIENT_PUBSUB_ERRORS: tuple[type[Exception], ...] = (
+    gexc.Aborted,
+    gexc.Cancelled,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    gexc.ResourceExhausted,
+    gexc.ServiceUnavailable,
+    gexc.Unknown,
+)
+_LOG = logging.getLogger(__name__)
+
+
+def pubsub_retry(timeout: float) -> Retry:
+    """api-core's retry (exponential backoff, full jitter) on transient Pub/Sub errors."""
+    return Retry(
+        predicate=if_exception_type(*TRANSIENT_PUBSUB_ERRORS),
+        initial=0.1,
+        maximum=5.0,
+        multiplier=2.0,
+        timeout=timeout,
+    )
+
+
+@dataclass(slots=True)
+class _Lease:
+    message_id: str
+    owner: int
+    renew_at: float  # monotonic seconds
+    limit: float  # pulled + max lease: never extended past this
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What is due: ack ids to extend, by the seconds to ask for; leases given up."""
+
+    extend: dict[int, list[str]] = field(default_factory=dict)
+    given_up: tuple[str, ...] = ()
+
+
+class Leases:
+    """Which messages this process holds and when each lease needs extending (no I/O).
+
+    Times are monotonic seconds passed in by the caller. A message pulled again while its
+    earlier delivery is still held (same message id) counts as a redelivery: its lease ran
+    out; the new ack id replaces the old one.
+    """
+
+    def __init__(self) -> None:
+        self._leases: dict[str, _Lease] = {}
+        self._ack_id_of: dict[str, str] = {}  # message id -> its current ack id
+        self.peak = 0
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def hold(
+        self, owner: int, messages: Iterable[tuple[str, str]], now: float, max_lease: float
+    ) -> int:
+        """Register (ack id, message id) pairs just pulled; returns how many were redelivered."""
+        redelivered = 0
+        for ack_id, message_id in messages:
+            previous = self._ack_id_of.get(message_id)
+            if previous is not None:
+                redelivered += 1
+                self._leases.pop(previous, None)
+            self._ack_id_of[message_id] = ack_id
+            renew_at = now + FIRST_EXTENSION_AFTER_SECONDS
+            self._leases[ack_id] = _Lease(message_id, owner, renew_at, now + max_lease)
+        self.peak = max(self.peak, len(self._leases))
+        return redelivered
+
+    def done(self, ack_ids: Iterable[str]) -> None:
+        """Forget messages that were acknowledged (or given back)."""
+        for ack_id in ack_ids:
+            lease = self._leases.pop(ack_id, None)
+            if lease is not None and self._ack_id_of.get(lease.message_id) == ack_id:
+                del self._ack_id_of[lease.message_id]
+
+    def due(self, now: float) -> Renewal:
+        """Leases to extend now; those past their maximum are given up (and forgotten)."""
+        extend: dict[int, list[str]] = defaultdict(list)
+        given_up: list[str] = []
+        for ack_id, lease in self._leases.items():
+            if now < lease.renew_at:
+                continue
+            left = lease.limit - now
+            if left <= 0:
+                given_up.append(ack_id)
+            else:
+                extend[min(EXTEND_BY_SECONDS, math.ceil(left))].append(ack_id)
+        self.done(given_up)
+        return Renewal(dict(extend), tuple(given_up))
+
+    def extended(self, ack_ids: Iterable[str], seconds: int, now: float) -> None:
+        """Record an extension Pub/Sub accepted (`now`: when it was asked for)."""
+        for ack_id in ack_ids:
+            lease = self._leases.get(ack_id)
+            if lease is None:
+                continue  # acknowledged meanwhile
+            if seconds >= EXTEND_BY_SECONDS:
+                lease.renew_at = now + seconds - RENEW_BEFORE_SECONDS
+            else:
+                lease.renew_at = lease.limit  # the last extension: given up when it ends
+
+    def take(self, owner: int | None = None, ack_ids: Iterable[str] | None = None) -> list[str]:
+        """Remove and return the leases of `owner`, or the `ack_ids` given, or all of them."""
+        if ack_ids is not None:
+            chosen = [a for a in ack_ids if a in self._leases]
+        else:
+            chosen = [a for a, lease in self._leases.items() if owner in (None, lease.owner)]
+        self.done(chosen)
+        return chosen
+
+
+def _chunks(ack_ids: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(ack_ids), ACK_IDS_PER_REQUEST):
+        yield ack_ids[start : start + ACK_IDS_PER_REQUEST]
+
+
+class LeaseKeeper:
+    """This process's leases on one subscription; a daemon thread extends them in time."""
+
+    def __init__(
+        self, subscription: str, subscriber: pubsub_v1.SubscriberClient | None = None
+    ) -> None:
+        self.subscription = subscription
+        self._subscriber = subscriber
+        self._lock = threading.Lock()
+        self._leases = Leases()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.extended = 0  # extensions Pub/Sub accepted (one per message and extension)
+        self.released = 0
+        self.given_up = 0
+
+    @property
+    def held(self) -> int:
+        """Messages held right now."""
+        with self._lock:
+            return len(self._leases)
+
+    @property
+    def peak(self) -> int:
+        """The most messages this process held at once."""
+        with self._lock:
+            return self._leases.peak
+
+    def hold(self, owner: int, messages: Iterable[tuple[str, str]], max_lease: float) -> int:
+        """Keep these (ack id, message id) leases; returns how many were redelivered."""
+        with self._lock:
+            redelivered = self._leases.hold(owner, messages, time.monotonic(), max_lease)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"lease-keeper {self.subscription}", daemon=True
+                )
+                self._thread.start()
+        return redelivered
+
+    def done(self, ack_ids: Iterable[str]) -> None:
+        """These messages were acknowledged: stop extending them."""
+        with self._lock:
+            self._leases.done(ack_ids)
+
+    def release(self, owner: int | None = None, ack_ids: Iterable[str] | None = None) -> int:
+        """Give messages back at once (ack deadline 0): `owner`'s, the `ack_ids`, or all.
+
+        Best effort: if Pub/Sub cannot be reached, they come back when their last
+        extension runs out (at most EXTEND_BY_SECONDS).
+        """
+        with self._lock:
+            chosen = self._leases.take(owner, ack_ids)
+        released = 0
+        for chunk in _chunks(chosen):
+            try:
+                self._modify(chunk, 0, RELEASE_TIMEOUT_SECONDS)
+                released += len(chunk)
+            except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+                _LOG.warning(
+                    "leases: could not release %d messages (%s); they are redelivered when "
+                    "their lease runs out",
+                    len(chunk),
+                    exc,
+                )
+        self.released += released
+        return released
+
+    def renew(self) -> int:
+        """One round of the keeper: extend every lease that is due; returns how many."""
+        now = time.monotonic()
+        with self._lock:
+            renewal = self._leases.due(now)
+            held = len(self._leases)
+        if renewal.given_up:
+            self.given_up += len(renewal.given_up)
+            _LOG.warning(
+                "leases: %d messages held longer than --max_lease_seconds are no longer "
+                "extended; Pub/Sub redelivers them when their lease runs out",
+                len(renewal.given_up),
+            )
+        extended = 0
+        for seconds, ack_ids in renewal.extend.items():
+            for chunk in _chunks(ack_ids):
+                try:
+                    self._modify(chunk, seconds, float(RENEW_BEFORE_SECONDS) / 2)
+                except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+                    _LOG.warning("leases: extending %d failed, tried again: %s", len(chunk), exc)
+                    continue  # still due: the next round tries again
+                with self._lock:
+                    self._leases.extended(chunk, seconds, now)
+                extended += len(chunk)
+        if extended:
+            self.extended += extended
+            _LOG.info(
+                "leases: extended %d messages of %s by up to %ds (held: %d, peak: %d)",
+                extended,
+                self.subscription,
+                max(renewal.extend),
+                held,
+                self.peak,
+            )
+        return extended
+
+    def stop(self) -> None:
+        """Stop the keeper's thread (tests; the process-wide keepers live until exit)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(TICK_SECONDS):
+            try:
+                self.renew()
+            except Exception:  # the keeper must outlive any one round; logged with its cause
+                _LOG.exception("leases: a renewal round failed; trying again")
+
+    def _modify(self, ack_ids: Sequence[str], seconds: int, timeout: float) -> None:
+        if self._subscriber is None:
+            self._subscriber = clients.subscriber()
+        self._subscriber.modify_ack_deadline(
+            request={
+                "subscription": self.subscription,
+                "ack_ids": list(ack_ids),
+                "ack_deadline_seconds": seconds,
+            },
+            retry=pubsub_retry(timeout),
+            timeout=timeout,
+        )
+
+
+_registry_lock = threading.Lock()
+_keepers: dict[tuple[str, str], LeaseKeeper] = {}
+_owners = itertools.count(1)
+
+
+def keeper(subscription: str) -> LeaseKeeper:
+    """The process-wide keeper of `subscription` (per emulator address, like the clients)."""
+    key = (subscription, os.environ.get("PUBSUB_EMULATOR_HOST", ""))
+    with _registry_lock:
+        if not _keepers:
+            atexit.register(release_all)
+        if key not in _keepers:
+            _keepers[key] = LeaseKeeper(subscription)
+        return _keepers[key]
+
+
+def new_owner() -> int:
+    """A token for one holder of leases (a pull DoFn instance), to release only its own."""
+    with _registry_lock:
+        return next(_owners)
+
+
+def release_all() -> int:
+    """Give back every message any keeper of this process holds; returns how many."""
+    with _registry_lock:
+        keepers = list(_keepers.values())
+    return sum(k.release() for k in keepers)
