@@ -14,7 +14,7 @@ export STREAM_PRISM_CACHE := $(PRISM_CACHE)
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help venv prism run demo seed-demo deadletters test test-unit lint format emulators-up emulators-down bench clean
+.PHONY: help venv prism run demo seed-demo deadletters faultload test test-unit lint format emulators-up emulators-down bench clean
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -72,6 +72,9 @@ emulators-up: venv ## Start both emulators in the background on 8085/8086
 
 emulators-down: venv ## Stop the emulators started by emulators-up
 	$(BIN)/python -m stream.local down
+
+faultload: venv prism ## The bench's fault phase alone: throttling (5% RESOURCE_EXHAUSTED) and an outage
+	$(BIN)/python -m loadgen.faultload $(ARGS)
 
 bench: venv prism ## Throughput/latency of the pipeline beside the raw-client ceiling
 	$(BIN)/python -m loadgen bench $(ARGS)

@@ -10,15 +10,12 @@ timestamped by the event, so a rewrite changes nothing).
 import json
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry, if_exception_type
 from google.cloud import pubsub_v1
-from google.pubsub_v1 import PublisherClient as ApiPublisherClient
-from google.pubsub_v1 import PubsubMessage
 
 from stream.deadletters.letters import Letter
 from stream.deadletters.progress import LiveProgress
@@ -28,30 +25,23 @@ from stream.pipeline.deadletters import (
     MAX_ATTRIBUTES,
     REDRIVE_COUNT_ATTRIBUTE,
     EnvelopeError,
+    publish_chunks,
+    publish_messages,
     redrive_count,
 )
+from stream.pipeline.leases import TRANSIENT_PUBSUB_ERRORS
 
 DEFAULT_MAX_REDRIVES = 3
 PUBLISH_TIMEOUT_SECONDS = 60.0
-# What the Pub/Sub client itself retries a publish on; a retry after a lost answer may
-# publish twice, which is harmless here (the same row).
+# The transient errors the pipeline retries; a retry after a lost answer may publish twice,
+# which is harmless here (the same row).
 PUBLISH_RETRY = Retry(
-    predicate=if_exception_type(
-        gexc.Aborted,
-        gexc.Cancelled,
-        gexc.DeadlineExceeded,
-        gexc.InternalServerError,
-        gexc.ResourceExhausted,
-        gexc.ServiceUnavailable,
-        gexc.Unknown,
-    ),
+    predicate=if_exception_type(*TRANSIENT_PUBSUB_ERRORS),
     initial=0.1,
     maximum=5.0,
     multiplier=2.0,
     timeout=PUBLISH_TIMEOUT_SECONDS,
 )
-REQUEST_BYTES = 9 * 1024 * 1024  # Pub/Sub takes at most 10 MB per publish request
-REQUEST_MESSAGES = 1000
 NOTES_KEPT = 20
 
 
@@ -67,10 +57,6 @@ class Outgoing:
     data: bytes
     attributes: dict[str, str]
     round: int  # its redrive_count now: 1 for the first redrive
-
-    def size(self) -> int:
-        """Bytes it adds to a publish request (roughly: data plus attributes)."""
-        return len(self.data) + sum(len(k) + len(v) for k, v in self.attributes.items()) + 64
 
 
 def outgoing(letter: Letter) -> Outgoing:
@@ -161,44 +147,28 @@ class RedriveReport:
         )
 
 
-def _requests(messages: list[Outgoing]) -> Iterator[list[Outgoing]]:
-    chunk: list[Outgoing] = []
-    size = 0
-    for message in messages:
-        if chunk and (len(chunk) >= REQUEST_MESSAGES or size + message.size() > REQUEST_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(message)
-        size += message.size()
-    if chunk:
-        yield chunk
-
-
 def publish(
     publisher: pubsub_v1.PublisherClient, topic: str, messages: list[Outgoing]
 ) -> tuple[list[tuple[Outgoing, str]], list[tuple[Outgoing, str]]]:
     """Publish and wait: ([(message, new message id)], [(message, error)]).
 
-    One Publish request per chunk with the plain API method (the client's batching publish
-    takes attributes as keyword arguments, so an original attribute named `timeout` or
-    `retry` would be taken for an option); its answer lists the new message ids in order.
+    One Publish request per chunk with the pipeline's own dead-letter publish (the plain API
+    method: see `publish_messages`); its answer lists the new message ids in order.
     """
     sent: list[tuple[Outgoing, str]] = []
     failed: list[tuple[Outgoing, str]] = []
-    for chunk in _requests(messages):
-        request = [PubsubMessage(data=m.data, attributes=m.attributes) for m in chunk]
+    plain = [(m.data, m.attributes) for m in messages]
+    for indexes in publish_chunks(plain):
+        chunk = [messages[i] for i in indexes]
         try:
-            response = ApiPublisherClient.publish(
-                publisher,
-                topic=topic,
-                messages=request,
-                retry=PUBLISH_RETRY,
-                timeout=PUBLISH_TIMEOUT_SECONDS,
-            )
+            ids = publish_messages(
+                publisher, topic, [plain[i] for i in indexes], PUBLISH_RETRY,
+                PUBLISH_TIMEOUT_SECONDS,
+            )  # fmt: skip
         except gexc.GoogleAPIError as exc:
             failed += [(m, f"{type(exc).__name__}: {exc}") for m in chunk]
             continue
-        sent += list(zip(chunk, response.message_ids, strict=True))
+        sent += list(zip(chunk, ids, strict=True))
     return sent, failed
 
 

@@ -49,8 +49,9 @@ def check_subscription(config: IngestConfig) -> None:
     if current.ack_deadline_seconds < need:
         raise ResourceError(
             f"subscription {subscription} has an ack deadline of "
-            f"{current.ack_deadline_seconds}s, but this pipeline may hold a message up to "
-            f"{need}s before acknowledging it (2 x --write_timeout_seconds + 10). Raise it: "
+            f"{current.ack_deadline_seconds}s; it needs at least {need}s so that one write "
+            "attempt and one dead-letter publish fit in it (2 x --write_timeout_seconds + 10; "
+            "longer holds are extended by the lease keeper). Raise it: "
             f"gcloud pubsub subscriptions update {subscription} --ack-deadline={need}, "
             "or lower --write_timeout_seconds"
         )

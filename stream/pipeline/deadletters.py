@@ -11,18 +11,22 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
 import apache_beam as beam
 from apache_beam.transforms.window import BoundedWindow
 from apache_beam.typehints.decorators import no_annotations
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
+from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry, if_exception_type
 from google.cloud import pubsub_v1
+from google.pubsub_v1 import PublisherClient as ApiPublisherClient
+from google.pubsub_v1 import PubsubMessage
 
 from schemas.base import format_rfc3339_millis
 from stream.pipeline import metrics
 from stream.pipeline.io import clients
+from stream.pipeline.leases import TRANSIENT_PUBSUB_ERRORS
 from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage
 
 ATTRIBUTE_PREFIX = "deadletter_"
@@ -158,20 +162,62 @@ class DeadLetters(beam.PTransform):
         return {name: pcoll | name >> self._publish() for name, pcoll in branches.items()}
 
 
+REQUEST_BYTES = 9 * 1024 * 1024  # Pub/Sub takes at most 10 MB per publish request
+REQUEST_MESSAGES = 1000
+# A dead-letter topic that is not there, or that we may not publish to, is configuration,
+# not a passing fault: fail at once and say so (the messages are given back, not lost).
+REFUSED_PUBLISH = (gexc.NotFound, gexc.PermissionDenied, gexc.Unauthenticated)
+
+
+def publish_chunks(messages: list[tuple[bytes, dict[str, str]]]) -> Iterator[range]:
+    """Index ranges of `messages` that fit one Publish request each (count and bytes)."""
+    start, size = 0, 0
+    for index, (data, attributes) in enumerate(messages):
+        item = len(data) + sum(len(k) + len(v) for k, v in attributes.items()) + 64
+        if index > start and (index - start >= REQUEST_MESSAGES or size + item > REQUEST_BYTES):
+            yield range(start, index)
+            start, size = index, 0
+        size += item
+    if start < len(messages):
+        yield range(start, len(messages))
+
+
+def publish_messages(
+    publisher: pubsub_v1.PublisherClient,
+    topic: str,
+    messages: list[tuple[bytes, dict[str, str]]],
+    retry: Retry,
+    timeout: float,
+) -> list[str]:
+    """Publish one request's messages and wait: their new message ids, in order.
+
+    The plain Publish API method, not the client's batching `publish(topic, data, **attrs)`:
+    that takes attributes as keyword arguments, so an original attribute named `timeout`,
+    `retry`, `ordering_key` or `data` would be taken for an option (a poison message).
+    """
+    request = [PubsubMessage(data=data, attributes=attributes) for data, attributes in messages]
+    response = ApiPublisherClient.publish(
+        publisher, topic=topic, messages=request, retry=retry, timeout=timeout
+    )
+    return list(response.message_ids)
+
+
 class PublishDeadLettersFn(beam.DoFn):
     """Publishes dead letters; emits each one only after Pub/Sub confirmed it.
 
-    Publishing is batched by the client; the bundle waits for every future in
-    finish_bundle. A failed publish raises, so the bundle is retried and the original
-    message is never acknowledged without its dead letter being stored.
+    Letters are published a request at a time (at most 1,000, or the bundle's end). Transient
+    Pub/Sub errors are retried with backoff for up to `retry_seconds`; only then, or at once
+    for a missing topic or a refused permission, the bundle fails, so the original message is
+    never acknowledged without its dead letter being stored (it is given back instead).
     """
 
     _publisher: pubsub_v1.PublisherClient  # from setup(): shared per process
 
-    def __init__(self, topic: str, timeout_seconds: float = 60.0) -> None:
+    def __init__(self, topic: str, retry_seconds: float = 900.0, timeout_seconds: float = 60.0):
         self._topic = topic
+        self._retry_seconds = retry_seconds
         self._timeout = timeout_seconds
-        self._pending: list[tuple[Any, DeadLetter, Timestamp, BoundedWindow]] = []
+        self._pending: list[tuple[DeadLetter, Timestamp, BoundedWindow]] = []
         self._published = metrics.counter(metrics.DEAD_LETTERED)
 
     def setup(self) -> None:
@@ -187,9 +233,7 @@ class PublishDeadLettersFn(beam.DoFn):
         timestamp: Timestamp = beam.DoFn.TimestampParam,
         window: BoundedWindow = beam.DoFn.WindowParam,
     ) -> Iterator[WindowedValue]:
-        data, attributes = dead_letter_message(letter)
-        future = self._publisher.publish(self._topic, data, **attributes)
-        self._pending.append((future, letter, timestamp, window))
+        self._pending.append((letter, timestamp, window))
         if len(self._pending) >= PENDING_PUBLISHES:
             yield from self._confirm()
 
@@ -198,8 +242,26 @@ class PublishDeadLettersFn(beam.DoFn):
 
     def _confirm(self) -> Iterator[WindowedValue]:
         pending, self._pending = self._pending, []
-        for future, letter, timestamp, window in pending:
-            future.result(timeout=self._timeout)  # raises: the bundle is retried
-            self._published.inc()
-            metrics.counter(f"{metrics.DEAD_LETTERED}_{letter.kind}").inc()
-            yield WindowedValue(letter, timestamp, [window])
+        messages = [dead_letter_message(letter) for letter, _, _ in pending]
+        retry = Retry(
+            predicate=if_exception_type(*TRANSIENT_PUBSUB_ERRORS),
+            initial=0.1,
+            maximum=10.0,
+            multiplier=2.0,
+            timeout=self._retry_seconds,
+        )
+        for chunk in publish_chunks(messages):
+            try:
+                publish_messages(
+                    self._publisher, self._topic, [messages[i] for i in chunk], retry, self._timeout
+                )
+            except REFUSED_PUBLISH as exc:
+                raise RuntimeError(
+                    f"cannot publish dead letters to {self._topic}: {exc}. Create the topic or "
+                    "grant the job's service account roles/pubsub.publisher on it."
+                ) from exc
+            for i in chunk:
+                letter, timestamp, window = pending[i]
+                self._published.inc()
+                metrics.counter(f"{metrics.DEAD_LETTERED}_{letter.kind}").inc()
+                yield WindowedValue(letter, timestamp, [window])

@@ -24,4 +24,5 @@ class BigtableSink:
 
     def dead_letter(self) -> beam.PTransform:
         """PCollection[DeadLetter] -> the same letters, once Pub/Sub has stored them."""
-        return beam.ParDo(PublishDeadLettersFn(self._topic))
+        retry = self._target.retry.total_seconds()
+        return beam.ParDo(PublishDeadLettersFn(self._topic, retry_seconds=retry))
