@@ -74,7 +74,7 @@ emulators-down: venv ## Stop the emulators started by emulators-up
 	$(BIN)/python -m stream.local down
 
 faultload: venv prism ## The bench's fault phase alone: throttling (5% RESOURCE_EXHAUSTED) and an outage
-	$(BIN)/python -m loadgen.faultload $(ARGS)
+	$(BIN)/python -m loadgen.bench.faults $(ARGS)
 
 bench: venv prism ## Throughput/latency of the pipeline beside the raw-client ceiling
 	$(BIN)/python -m loadgen bench $(ARGS)

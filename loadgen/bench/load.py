@@ -70,19 +70,21 @@ def publish(
     return stats.sent, time.monotonic() - started
 
 
-def ingest_stamps(client: BigtableDataClient, phase: str) -> list[tuple[int, int]]:
+def ingest_stamps(
+    client: BigtableDataClient, phase: str, instance: str = names.LOCAL_INSTANCE
+) -> list[tuple[int, int]]:
     """(event time ms, ingested ms) of every row the phase wrote."""
     result = []
-    for _, versions in rows(client, names.LOCAL_INSTANCE, TABLE, prefix=prefix(phase)):
+    for _, versions in rows(client, instance, TABLE, prefix=prefix(phase)):
         ingested = [(ts, value) for _, qualifier, ts, value in versions if qualifier == INGESTED]
         if ingested:
             result.append((ingested[0][0] // 1000, int(ingested[0][1])))
     return result
 
 
-def phase_rows(client: BigtableDataClient, phase: str) -> int:
+def phase_rows(client: BigtableDataClient, phase: str, instance: str = names.LOCAL_INSTANCE) -> int:
     """Rows the phase wrote so far."""
-    return count_rows(client, names.LOCAL_INSTANCE, TABLE, prefix=prefix(phase))
+    return count_rows(client, instance, TABLE, prefix=prefix(phase))
 
 
 class WrittenHint:

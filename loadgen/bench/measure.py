@@ -185,3 +185,14 @@ def percentile(values: Sequence[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def latency(stamps: Sequence[tuple[int, int]]) -> dict[str, float]:
+    """Publish -> row latency (s): ingest time minus the event time stamped at publish."""
+    seconds = [(ingested - event) / 1000 for event, ingested in stamps]
+    return {
+        "p50": round(percentile(seconds, 0.50), 3),
+        "p95": round(percentile(seconds, 0.95), 3),
+        "p99": round(percentile(seconds, 0.99), 3),
+        "max": round(max(seconds, default=0.0), 3),
+    }

@@ -104,10 +104,9 @@ def step(
         result.note = "no rows"
         return result
     latencies = [(i - e) / 1000 for e, i in stamps]
-    result.latency_p50 = round(measure.percentile(latencies, 0.50), 3)
-    result.latency_p95 = round(measure.percentile(latencies, 0.95), 3)
-    result.latency_p99 = round(measure.percentile(latencies, 0.99), 3)
-    result.latency_max = round(max(latencies), 3)
+    summary = measure.latency(stamps)
+    result.latency_p50, result.latency_p95 = summary["p50"], summary["p95"]
+    result.latency_p99, result.latency_max = summary["p99"], summary["max"]
     third = max(1, len(latencies) // 3)
     result.latency_growth = round(
         statistics.median(latencies[-third:]) - statistics.median(latencies[:third]), 3

@@ -1,12 +1,12 @@
-"""The fault phase's measures (loadgen/faultload.py), on hand-made numbers.
+"""The fault phase's measures (loadgen/bench), on hand-made numbers.
 
-The phase itself needs the emulators, Prism and ~10 minutes (`python -m loadgen.faultload`,
+The phase itself needs the emulators, Prism and ~10 minutes (`python -m loadgen.bench.faults`,
 or `--quick` for ~4): it is a benchmark, run by `make bench`, not a test.
 """
 
 import pytest
 
-from loadgen.faultload import bulk_rate, latency, percentile
+from loadgen.bench.measure import bulk_rate, latency, percentile
 
 pytestmark = pytest.mark.faults
 

@@ -11,42 +11,37 @@ subscription and Bigtable instance, each checked exactly against its ledger:
    the middle of it: how long until the first call gets through again, until the first row
    is written, and until the backlog built up meanwhile is drained.
 
-Nothing here asserts timings: it measures. `python -m loadgen.faultload` runs it on fresh
-emulators and prints the result as JSON.
+Nothing here asserts timings: it measures. `python -m loadgen.bench.faults` (`make faultload`) runs
+it on fresh emulators and prints the result as JSON.
 """
 
 import argparse
 import json
 import os
-import random
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.cloud.bigtable.data import BigtableDataClient
 
+from loadgen.bench import load, measure
 from loadgen.ledger import Ledger
 from loadgen.process import PipelineProcess
 from loadgen.publish import Publisher
-from loadgen.readback import count_rows, rows
 from loadgen.report import Progress, PublishStats
-from loadgen.seed import endpoint_timestamp, seed_request
-from loadgen.traffic import Planned, planned_row
 from loadgen.verify import Targets, verify
 from schemas.registry import EVENT_TABLES
 from stream import names
 from stream.local.emulators import Emulators
 from stream.local.provision import ensure_pubsub, ensure_tables
 from stream.pipeline.config import BigtableTarget
-from stream.pipeline.io.batch_writer import INGESTED_AT
 from stream.pipeline.tables import TABLES
 from tests.faults.proxy import FaultProxy
 
@@ -94,76 +89,28 @@ def _part(tag: str, extra_flags: Sequence[str]) -> _Part:
     return _Part(tag, topic, subscription, targets, flags)
 
 
-def _messages(domain: str) -> Iterator[Planned]:
-    """Seed-shaped consent.v1 events, unique keys under `domain`, stamped when generated."""
-    rng = random.Random(domain)  # noqa: S311 - traffic, not cryptography
-    while True:
-        request = seed_request(rng)
-        request["domain"] = domain
-        request["message_timestamp"] = endpoint_timestamp(datetime.now(UTC))
-        yield planned_row("consent.v1", request)
-
-
 def _publish(
-    part: _Part, ledger: Ledger, domain: str, rate: float, count: int | None, seconds: float | None
+    part: _Part, ledger: Ledger, phase: str, rate: float, count: int | None, seconds: float | None
 ) -> PublishStats:
     progress = Progress(rate, count, seconds)
-    stats = Publisher(part.topic, ledger, rate).run(_messages(domain), progress, count, seconds)
+    stats = Publisher(part.topic, ledger, rate).run(load.messages(phase), progress, count, seconds)
     progress.finish(stats)
     return stats
 
 
-def _stamps(part: _Part, domain: str) -> list[tuple[int, int]]:
-    """(event time ms, ingested ms) of every row under `domain`."""
-    ingested = INGESTED_AT.decode()
-    found = []
+def _stamps(part: _Part, phase: str) -> list[tuple[int, int]]:
     with BigtableDataClient(project=PROJECT) as client:
-        for _, versions in rows(client, part.targets.instance, CONSENT, prefix=f"{domain}#"):
-            for _, qualifier, ts, value in versions:
-                if qualifier == ingested:
-                    found.append((ts // 1000, int(value)))
-    return found
+        return load.ingest_stamps(client, phase, part.targets.instance)
 
 
-def _wait_rows(part: _Part, domain: str, expected: int, timeout: float) -> int:
+def _wait_rows(part: _Part, phase: str, expected: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     with BigtableDataClient(project=PROJECT) as client:
         while True:
-            found = count_rows(client, part.targets.instance, CONSENT, prefix=f"{domain}#")
+            found = load.phase_rows(client, phase, part.targets.instance)
             if found >= expected or time.monotonic() >= deadline:
                 return found
             time.sleep(2.0)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-quantile of `values` (nearest rank; 0 for none)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def bulk_rate(ingested_ms: Sequence[int]) -> float:
-    """Rows per second between the 5th and the 95th percentile of the ingest times.
-
-    Start-up and the tail say little about throughput (the same measure as the bench).
-    """
-    if len(ingested_ms) < 20:
-        return 0.0
-    ordered = sorted(ingested_ms)
-    low, high = ordered[len(ordered) // 20], ordered[len(ordered) * 19 // 20]
-    return round(0.9 * len(ordered) / ((high - low) / 1000), 1) if high > low else 0.0
-
-
-def latency(stamps: Sequence[tuple[int, int]]) -> dict[str, float]:
-    """Publish -> row latency (s): ingest time minus the event time stamped at publish."""
-    seconds = [(ingested - event) / 1000 for event, ingested in stamps]
-    return {
-        "p50": round(percentile(seconds, 0.50), 3),
-        "p95": round(percentile(seconds, 0.95), 3),
-        "p99": round(percentile(seconds, 0.99), 3),
-        "max": round(max(seconds, default=0.0), 3),
-    }
 
 
 def _log_facts(pipeline: PipelineProcess) -> dict[str, int]:
@@ -200,7 +147,7 @@ def _load_part(
     part = _part(tag, extra_flags)
     ledger_path = work_dir / f"faultload-{tag}.sqlite"
     ledger_path.unlink(missing_ok=True)
-    drain_domain, step_domain = f"{tag}-drain.fault.example.com", f"{tag}-step.fault.example.com"
+    drain_domain, step_domain = f"fault-{tag}-drain", f"fault-{tag}-step"
     with Ledger(ledger_path) as ledger:
         print(f"faultload: {tag}: a backlog of {backlog}, then {rate:.0f}/s for {seconds:.0f}s")
         drained = _publish(part, ledger, drain_domain, 1e9, backlog, None).sent
@@ -219,12 +166,12 @@ def _load_part(
     step = _stamps(part, step_domain)
     result = {
         "backlog": drained,
-        "drain_rate": bulk_rate([i for _, i in _stamps(part, drain_domain)]),
+        "drain_rate": measure.bulk_rate([i for _, i in _stamps(part, drain_domain)]),
         "drain_seconds_from_start": round(drain_seconds, 1),
         "offered_rate": rate,
         "step_published": sent,
-        "step_ingest_rate": bulk_rate([i for _, i in step]),
-        "latency": latency(step),
+        "step_ingest_rate": measure.bulk_rate([i for _, i in step]),
+        "latency": measure.latency(step),
         "entries_failed": stats.entries_failed,
         "empty_mutation_entries": stats.empty_mutation_entries,
         **facts,
@@ -248,7 +195,7 @@ def _outage_part(
     proxy.reset()
     proxy.reset_stats()
     part = _part("outage", extra_flags)
-    domain = "outage.fault.example.com"
+    domain = "fault-outage"
     ledger_path = work_dir / "faultload-outage.sqlite"
     ledger_path.unlink(missing_ok=True)
     print(f"faultload: outage: {rate:.0f}/s, Bigtable unreachable for {outage_seconds:.0f}s")
@@ -289,7 +236,7 @@ def _outage_part(
         # the backlog published until the outage ended is written by then
         "caught_up_seconds": round((max(held_back) - end_ms) / 1000, 2) if held_back else None,
         "outage_calls": stats.outage_calls,
-        "latency_after": latency([(e, i) for e, i in stamps if e >= end_ms + 10_000]),
+        "latency_after": measure.latency([(e, i) for e, i in stamps if e >= end_ms + 10_000]),
         **facts,
         "verify": verdict.line(),
         "ok": verdict.ok,
@@ -359,7 +306,7 @@ def _bigtable_address() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the fault phase on fresh emulators; print (and write) its result as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m loadgen.faultload")
+    parser = argparse.ArgumentParser(prog="python -m loadgen.bench.faults")
     parser.add_argument("--output", type=Path, default=Path(".run/faultload.json"))
     parser.add_argument("--quick", action="store_true", help="small loads, a 20 s outage")
     args = parser.parse_args(argv)
