@@ -49,8 +49,11 @@ demo: venv prism ## Pipeline + 5,000 mixed messages at 500/s + verify; exit code
 seed-demo: venv prism ## The seed's flow: request file -> replay -> pipeline -> verify -> HTTP lookups
 	$(BIN)/python -m loadgen seed-demo $(ARGS)
 
+# Two workers, a test file each at a time: each worker starts its own emulators (free ports).
+TEST_WORKERS ?= 2
+
 test: venv prism ## Every test tier: unit, pipeline, emulator, faults (starts/stops emulators)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: venv ## Only the fast tests (no emulators)
 	$(BIN)/pytest -m "not emulator and not faults" $(PYTEST_ARGS)
