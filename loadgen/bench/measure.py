@@ -13,6 +13,8 @@ PRISM = "prism runner"
 PUBSUB = "pubsub emulator"
 BIGTABLE = "bigtable emulator"
 LOADGEN = "load generator (this process)"
+# The launcher (its LOOPBACK harness), or an EXTERNAL worker pool and the workers it spawns.
+HARNESS_COMMANDS = ("stream.main", "worker_pool_main", "sdk_worker import SdkHarness")
 
 
 def role(proc: psutil.Process, me: int) -> str:
@@ -24,7 +26,7 @@ def role(proc: psutil.Process, me: int) -> str:
         return ""
     if proc.pid == me:
         return LOADGEN
-    if "stream.main" in cmd:
+    if any(part in cmd for part in HARNESS_COMMANDS):
         return PIPELINE
     if name.startswith("prism"):
         return PRISM
