@@ -85,10 +85,14 @@ class TimeBounds:
         return int(delta.total_seconds())
 
 
+# One encoder: json.dumps with arguments builds a new JSONEncoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 def encode(value: Any, encoding: Encoding) -> bytes:
     """Encode one column value for storage."""
     if encoding is Encoding.JSON:
-        return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+        return _JSON.encode(value).encode()
     if isinstance(value, float):
         return repr(value).encode()
     return str(value).encode()

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud.bigtable.data import RowMutationEntry, SetCell
+from google.cloud.bigtable_v2.types import MutateRowsRequest
 
 from schemas.base import MappedEvent
 from schemas.consent import ConsentV1, ConsentV2
@@ -137,3 +138,17 @@ def test_building_twice_gives_equal_fresh_entries() -> None:
 )
 def test_is_permanent(cause: BaseException | None, permanent: bool) -> None:
     assert is_permanent(cause) is permanent
+
+
+def test_entry_request_proto_is_the_clients_own() -> None:
+    """The directly built request proto is byte for byte what the data client would build."""
+    for entry in (
+        mutation_entry(consent_v1().event, ingest_micros=1_795_502_460_987_654),
+        mutation_entry(telemetry().event),
+    ):
+        plain = RowMutationEntry(entry.row_key, list(entry.mutations))
+        assert type(entry)._to_pb is not RowMutationEntry._to_pb
+        ours = MutateRowsRequest(entries=[entry._to_pb()], table_name="t")
+        theirs = MutateRowsRequest(entries=[plain._to_pb()], table_name="t")
+        assert MutateRowsRequest.serialize(ours) == MutateRowsRequest.serialize(theirs)
+        assert len(ours.entries[0].mutations) == len(entry.mutations) >= 2

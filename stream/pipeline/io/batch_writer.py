@@ -24,17 +24,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.api_core.retry import exponential_sleep_generator
-from google.cloud.bigtable.data import MutationsExceptionGroup, RowMutationEntry, SetCell, Table
+from google.cloud.bigtable.data import MutationsExceptionGroup, Table
 from google.cloud.bigtable.data.exceptions import RetryExceptionGroup
 
-from schemas.base import Cell, TableSpec
+from stream.pipeline.io.entries import INGESTED_AT, Row, mutation_entry
 
 T = TypeVar("T")
-INGESTED_AT = b"ingested_at"
 _LOG = logging.getLogger(__name__)
 
 # ERROR HANDLING: every status Bigtable can answer for a MutateRows entry or call, and what
@@ -101,19 +100,6 @@ DEFAULT_RETRY = timedelta(minutes=15)
 CHUNKS_PER_FLUSH = 4
 
 
-class Row(Protocol):
-    """What can be written: a validated event (MappedEvent) or an aggregate (RollupRow)."""
-
-    @property
-    def table(self) -> TableSpec: ...
-
-    def row_key(self) -> str: ...
-
-    def cells(self) -> tuple[Cell, ...]: ...
-
-    def timestamp_micros(self) -> int: ...
-
-
 class TransientWriteError(RuntimeError):
     """Rows still failed for a retryable reason when the retry budget ran out."""
 
@@ -146,19 +132,6 @@ def is_refused(cause: BaseException | None) -> bool:
 def _whole_call(cause: BaseException | None) -> bool:
     """Whether the error is the call's own status (it carries the gRPC call as `response`)."""
     return isinstance(cause, gexc.GoogleAPICallError) and cause.response is not None
-
-
-def mutation_entry(row: Row, ingest_micros: int | None = None) -> RowMutationEntry:
-    """A fresh MutateRows entry for one row: every cell at the row's timestamp."""
-    ts = row.timestamp_micros()
-    cells = row.cells()
-    mutations = [SetCell(c.family, c.qualifier, c.value, timestamp_micros=ts) for c in cells]
-    if ingest_micros is not None:
-        # Same cell timestamp as the event: a rewrite replaces it instead of adding a version.
-        mutations.append(
-            SetCell(cells[0].family, INGESTED_AT, str(ingest_micros // 1000).encode(), ts)
-        )
-    return RowMutationEntry(row.row_key().encode(), mutations)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ process), so the state of a window grows by a few bytes per event, not by the ev
 """
 
 import hashlib
+import sys
 from typing import Any, NamedTuple
 
 from schemas.base import epoch_millis
@@ -49,30 +50,31 @@ def digest(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
 
-def observe(event: Any) -> tuple[str, str, Fact] | None:
-    """(kind, key, fact) of a validated event, or None for types without rollups."""
+def observe(event: Any, millis: int) -> tuple[str, str, Fact] | None:
+    """(kind, key, fact) of a validated event at `millis`, or None for types without rollups."""
     if isinstance(event, ConsentV1 | ConsentV2):
-        millis = epoch_millis(event.event_time())
         user = str(event.user)
         if isinstance(event, ConsentV1):
-            granted = tuple(event.services)
+            granted = event.services
         else:
-            granted = tuple(grant.id for grant in event.services if grant.granted)
-        return "consent", event.domain, ConsentFact(digest(user, millis), digest(user), granted)
+            granted = [grant.id for grant in event.services if grant.granted]
+        # Interned: the many equal service ids of a bundle pickle once (pickle memoises by
+        # object, not by value).
+        services = tuple(sys.intern(s) for s in granted)
+        return "consent", event.domain, ConsentFact(digest(user, millis), digest(user), services)
     if isinstance(event, TelemetryV1):
         readings = tuple(sorted((name, float(v)) for name, v in event.readings.items()))
-        millis = epoch_millis(event.event_time())
         return "telemetry", event.device_id, TelemetryFact(millis, readings)
     return None
 
 
 def member(event: ValidEvent) -> tuple[str, str, Member] | None:
     """(kind, key, member) of a validated event, or None for types without rollups."""
-    observed = observe(event.event)
+    millis = epoch_millis(event.event.event_time())
+    observed = observe(event.event, millis)
     if observed is None:
         return None
     kind, key, fact = observed
     raw = event.raw
-    millis = epoch_millis(event.event.event_time())
     schema = event.event.schema_name
     return kind, key, Member(fact, millis, raw.message_id, raw.data, raw.attributes, schema)

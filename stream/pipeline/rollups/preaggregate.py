@@ -5,7 +5,6 @@ state read per event would be a runner round trip per event. Grouped here, what 
 shuffle and what touches state grows with the keys and windows of a bundle, not its events.
 """
 
-import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
@@ -17,7 +16,7 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from stream.pipeline.messages import ValidEvent
-from stream.pipeline.rollups.facts import ConsentFact, Member, member
+from stream.pipeline.rollups.facts import Member, member
 from stream.pipeline.rollups.windows import MS, Windowing
 
 # ((kind, key), {window start micros: [members]}): one element per key and bundle.
@@ -51,11 +50,6 @@ class PreAggregate(beam.DoFn):
         if observed is None:
             return
         kind, key, item = observed
-        if isinstance(item.fact, ConsentFact):
-            # Interned: the many equal service ids of a bundle pickle once (pickle memoises
-            # by object, not by value).
-            services = tuple(sys.intern(s) for s in item.fact.services)
-            item = item._replace(fact=item.fact._replace(services=services))
         self._buffer[(kind, key)][self._windowing.start(item.event_ms)].append(item)
         self._buffered += 1
         if self._buffered >= MAX_BUFFERED:
