@@ -6,15 +6,17 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from types import FrameType
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.runners.runner import PipelineState
 
+from stream.launch import workers
 from stream.launch.checks import ResourceError, check_subscription, check_tables
 from stream.launch.options import DATAFLOW, ConfigError, to_config, uses_emulators
-from stream.launch.runners import RunnerChoice, choose_runner
+from stream.launch.runners import PRISM, RunnerChoice, choose_runner
 from stream.launch.status import StatusPrinter
 from stream.local import environment as local
 from stream.local.emulators import EmulatorError
@@ -209,6 +211,20 @@ def run(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     choice = choose_runner(options)
+    if choice.name == PRISM:
+        workers.quicker_bundle_ends()
+    if config.rollup_worker == "auto":
+        own = choice.name == PRISM
+        config = replace(config, rollup_worker="process" if own else "thread")
+    if config.rollup_worker == "process":
+        if choice.name != PRISM:
+            print(
+                f"error: --rollup_worker=process needs Prism, and the runner is {choice.name}: "
+                "drop the flag or run `make prism`",
+                file=sys.stderr,
+            )
+            return 2
+        workers.install()
     # The code is a package installed on the workers (the flex-template image); nothing
     # lives in __main__, so do not pickle it (Beam turns this on by default for Dataflow).
     options.view_as(SetupOptions).save_main_session = False

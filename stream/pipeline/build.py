@@ -63,7 +63,9 @@ def build_pipeline(
     acked = {"rows": writes.written, **dead} | "Acknowledge" >> Acknowledge(source.acknowledge)
     rollup_rows, notices = None, {}
     if config.rollups:
-        rollups = events | "Rollups" >> Rollups(config.window, config.allowed_lateness)
+        rollups = events | "Rollups" >> Rollups(
+            config.window, config.allowed_lateness, own_worker=config.rollup_worker == "process"
+        )
         rollup_rows = rollups.rows
         refused = rollup_rows | "WriteRollups" >> sink.write_rollups()
         notices = {"too_late": rollups.too_late, "rollup_write": refused.rejected} | (

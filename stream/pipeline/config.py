@@ -54,6 +54,9 @@ class IngestConfig:
     bigtable: BigtableTarget
     rules: ParseRules = field(default_factory=ParseRules)
     rollups: bool = True
+    # Where the keyed rollup stages run: thread (the rows' SDK worker), process (Prism: a
+    # worker process of their own), auto (the launcher decides: process on Prism).
+    rollup_worker: str = "thread"
     input_pattern: str | None = None  # a batch backfill from files instead of Pub/Sub
     input_schema: str = DEFAULT_SCHEMA
     window: timedelta = timedelta(seconds=60)

@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from google.cloud.bigtable.data import BigtableDataClient, ReadRowsQuery
 
@@ -131,14 +132,29 @@ def differences(
     return problems
 
 
-def test_rollups_equal_aggregates_from_the_ledger(resources: TestResources, tmp_path: Path) -> None:
+def _sdk_worker_processes(pipeline: PipelineProcess) -> int:
+    """SDK workers the pipeline runs as processes of its own (LOOPBACK ones are threads)."""
+    children = psutil.Process(pipeline.process.pid).children(recursive=True)
+    return sum("sdk_worker import SdkHarness" in " ".join(c.cmdline()) for c in children)
+
+
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_rollups_equal_aggregates_from_the_ledger(
+    resources: TestResources, tmp_path: Path, worker: str
+) -> None:
     ledger = tmp_path / "ledger.sqlite"
     pipeline = PipelineProcess(
-        resources.flags(f"--window_seconds={WINDOW_MS // 1000}", "--allowed_lateness_seconds=3600"),
+        resources.flags(
+            f"--window_seconds={WINDOW_MS // 1000}",
+            "--allowed_lateness_seconds=3600",
+            f"--rollup_worker={worker}",
+        ),
         tmp_path / "pipeline.log",
     )
     try:
         publish_load(resources, ledger, count=2000, rate=400, options=TRAFFIC)
+        # With --rollup_worker=process the keyed rollup stages run in a worker of their own.
+        assert _sdk_worker_processes(pipeline) == (1 if worker == "process" else 0)
         verdict = verify_load(resources, ledger)
         assert verdict.ok, "\n".join([verdict.line(), *verdict.examples])
         assert verdict.too_late == 0

@@ -30,6 +30,10 @@ from stream.pipeline.rollups.gate import TOO_LATE, Gate
 from stream.pipeline.rollups.preaggregate import PreAggregate
 from stream.pipeline.rollups.windows import MS
 
+# Any resource hint gives transforms an environment of their own, and Prism a worker for it
+# (stream/launch/workers.py); Prism ignores the value, and it is true of these stages.
+ROLLUP_HINTS = {"min_ram": "1GB"}
+
 
 class _TooLateLetter(beam.DoFn):
     def __init__(self, window: timedelta, lateness: timedelta) -> None:
@@ -53,13 +57,17 @@ class _TooLateLetter(beam.DoFn):
 class Rollups(beam.PTransform):
     """RollupOutputs: per-window aggregate rows, and the events too late for them."""
 
-    def __init__(self, window: timedelta, lateness: timedelta) -> None:
+    def __init__(self, window: timedelta, lateness: timedelta, own_worker: bool = False) -> None:
+        """`own_worker`: the keyed stages in an SDK worker of their own (stream/launch/workers)."""
         super().__init__()
         self._window = window
         self._lateness = lateness
+        self._hints = ROLLUP_HINTS if own_worker else {}
 
     @no_annotations
     def expand(self, events: beam.PCollection) -> RollupOutputs:
+        # PreAggregate stays with the rows (fused with them: events cross no worker boundary);
+        # what it emits crosses a shuffle anyway, the place to change workers.
         gated = (
             events
             # Typed keys: the next steps are stateful; keys must encode deterministically.
@@ -71,9 +79,12 @@ class Rollups(beam.PTransform):
             >> beam.ParDo(Gate(self._window, self._lateness))
             .with_output_types(tuple[tuple[str, str, int], Any])
             .with_outputs(TOO_LATE, main="open")
+            .with_resource_hints(**self._hints)
         )
-        rows = gated.open | "Accumulate" >> beam.ParDo(Accumulate(self._window, self._lateness))
+        rows = gated.open | "Accumulate" >> beam.ParDo(
+            Accumulate(self._window, self._lateness)
+        ).with_resource_hints(**self._hints)
         too_late = gated[TOO_LATE] | "TooLateLetters" >> beam.ParDo(
             _TooLateLetter(self._window, self._lateness)
-        )
+        ).with_resource_hints(**self._hints)
         return RollupOutputs(rows=rows, too_late=too_late)
