@@ -47,6 +47,9 @@ class Results:
 
 
 CONFIGS = {"rollups on": [], "rollups off": ["--rollups=off"]}
+# Drained once more for comparison: the rollup stages in the rows' SDK worker (one GIL).
+ONE_WORKER = "rollups on, one SDK worker"
+ONE_WORKER_FLAGS = ["--rollup_worker=thread"]
 
 
 def plot(results: Results, output: Path) -> None:
@@ -127,6 +130,17 @@ def summarise(results: Results, best_ceiling: float) -> dict[str, Any]:
             "cpu_us_per_message_at_saturation": drain.get("pipeline_cpu_us_per_message", {}),
             "cpu_us_per_message_at_half_sustained": half.cpu_us_per_message if half else {},
             "half_sustained_rate": half.offered_rate if half else None,
+        }
+    one = results.pipeline_drain.get(ONE_WORKER)
+    own = results.pipeline_drain.get("rollups on")
+    if one and own:
+        lost += one.get("lost", 0)
+        summary["rollup_worker_process"] = {
+            "drain_rate_one_worker": one["drain_rate"],
+            "drain_rate_own_process": own["drain_rate"],
+            "gain": round(own["drain_rate"] / one["drain_rate"], 3) if one["drain_rate"] else None,
+            "peak_rss_mib_one_worker": one.get("peak_rss_mib", 0.0),
+            "peak_rss_mib_own_process": own.get("peak_rss_mib", 0.0),
         }
     summary["direct_runner_drain_rate"] = results.direct_runner_drain.get("drain_rate", 0.0)
     summary["rollup_state_bytes_per_event"] = {

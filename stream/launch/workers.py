@@ -35,6 +35,8 @@ from apache_beam.runners.portability import portable_runner
 from apache_beam.runners.worker import sdk_worker_main, statesampler, worker_pool_main
 from apache_beam.transforms import environments
 
+from stream.pipeline import monitoring_ids
+
 
 def _worker_pools(pipeline: Any, options: PipelineOptions) -> list[Callable[[], None]]:
     """A worker pool per LOOPBACK environment: threads for the default, processes for hinted."""
@@ -83,6 +85,9 @@ def install() -> None:
     """Rollup stages in a process of their own (the pool spawns `python`: ours comes first)."""
     here = os.path.dirname(sys.executable)
     os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
+    # Prism keeps one table of metric short ids per job: each process needs its own range.
+    os.environ[monitoring_ids.SEPARATE_IDS] = "1"
+    monitoring_ids.separate_short_ids()
     setattr(  # noqa: B010 - replaces Beam's loop (see the module docstring)
         portable_runner.PortableRunner,
         "start_and_replace_loopback_environments",

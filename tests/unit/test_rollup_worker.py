@@ -109,3 +109,26 @@ def test_bundles_end_within_ten_ms_of_their_work(monkeypatch: pytest.MonkeyPatch
     assert (before.sampling_period_ms, after.sampling_period_ms) == (200, 10)
     after.start()
     after.stop()  # still a working sampler
+
+
+def test_each_worker_process_names_its_metrics_from_a_range_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from apache_beam.metrics import monitoring_infos
+    from apache_beam.runners.worker import sdk_worker
+
+    from stream.pipeline import monitoring_ids
+
+    info = monitoring_infos.int64_counter(monitoring_infos.ELEMENT_COUNT_URN, 1, pcollection="pc")
+    monkeypatch.setattr(sdk_worker, "SHORT_ID_CACHE", sdk_worker.ShortIdCache())
+    monkeypatch.delenv(monitoring_ids.SEPARATE_IDS, raising=False)
+    monitoring_ids.separate_short_ids()
+    assert sdk_worker.SHORT_ID_CACHE.get_short_id(info) == "1"  # Beam's own: not asked for
+
+    monkeypatch.setattr(sdk_worker, "SHORT_ID_CACHE", sdk_worker.ShortIdCache())
+    monkeypatch.setenv(monitoring_ids.SEPARATE_IDS, "1")
+    monitoring_ids.separate_short_ids()
+    monitoring_ids.separate_short_ids()  # idempotent
+    assert sdk_worker.SHORT_ID_CACHE.get_short_id(info) == hex((os.getpid() << 32) + 1)[2:]
