@@ -13,8 +13,13 @@ PRISM = "prism runner"
 PUBSUB = "pubsub emulator"
 BIGTABLE = "bigtable emulator"
 LOADGEN = "load generator (this process)"
-# The launcher (its LOOPBACK harness), or an EXTERNAL worker pool and the workers it spawns.
-HARNESS_COMMANDS = ("stream.main", "worker_pool_main", "sdk_worker import SdkHarness")
+ROLLUP_WORKER = "rollup SDK worker (process)"
+# The SDK worker processes the launcher's pool spawns (--rollup_worker=process), or those of
+# an EXTERNAL worker pool: the keyed rollup stages, apart from the rows'.
+WORKER_COMMANDS = ("worker_pool_main", "sdk_worker import SdkHarness")
+# Every process of the pipeline itself: the launcher with its LOOPBACK harness, the workers
+# and Prism (what the bench reports as the pipeline's CPU and memory).
+PIPELINE_ROLES = (PIPELINE, ROLLUP_WORKER, PRISM)
 
 
 def role(proc: psutil.Process, me: int) -> str:
@@ -26,8 +31,10 @@ def role(proc: psutil.Process, me: int) -> str:
         return ""
     if proc.pid == me:
         return LOADGEN
-    if any(part in cmd for part in HARNESS_COMMANDS):
+    if "stream.main" in cmd:
         return PIPELINE
+    if any(part in cmd for part in WORKER_COMMANDS):
+        return ROLLUP_WORKER
     if name.startswith("prism"):
         return PRISM
     if name == "cbtemulator":
@@ -141,7 +148,7 @@ class RssSampler:
                     sizes[part] += proc.memory_info().rss
                 except psutil.Error:
                     continue
-        pipeline = sizes[PIPELINE] + sizes[PRISM]
+        pipeline = sum(sizes[part] for part in PIPELINE_ROLES)
         self.peak_total = max(self.peak_total, pipeline)
         for part, rss in sizes.items():
             self.peak_by_role[part] = max(self.peak_by_role[part], rss)

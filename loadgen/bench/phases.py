@@ -20,7 +20,7 @@ from loadgen.process import PipelineProcess
 from stream.launch.options import to_config
 
 RUN_DIR = Path(".run")
-HARNESS = (measure.PIPELINE, measure.PRISM)  # the pipeline's own processes
+HARNESS = measure.PIPELINE_ROLES  # the pipeline's own processes
 
 
 def pipeline(flags: list[str], log: Path) -> PipelineProcess:
@@ -31,7 +31,7 @@ def pipeline(flags: list[str], log: Path) -> PipelineProcess:
 
 
 def _harness_micros(per_role: dict[str, float]) -> dict[str, float]:
-    """CPU us per message of the pipeline's processes (SDK harness + Prism), and their sum."""
+    """CPU us per message of the pipeline's processes (SDK workers, Prism), and their sum."""
     picked = {part: per_role.get(part, 0.0) for part in HARNESS}
     return {**picked, "pipeline total": round(sum(picked.values()), 1)}
 

@@ -121,7 +121,10 @@ def run_bench(
                 )
     results.summary = summarise(results, best_ceiling)
     harness = {
-        name: figures["cpu_us_per_message_at_saturation"].get(measure.PIPELINE, 0.0)
+        name: sum(
+            figures["cpu_us_per_message_at_saturation"].get(part, 0.0)
+            for part in (measure.PIPELINE, measure.ROLLUP_WORKER)
+        )
         for name, figures in results.summary.items()
         if isinstance(figures, dict) and figures.get("cpu_us_per_message_at_saturation")
     }

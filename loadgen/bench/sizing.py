@@ -1,8 +1,9 @@
 """Sizing on Dataflow, on paper: workers and Bigtable nodes from the CPU measured here.
 
 A model, with its assumptions stated, not a measurement of Dataflow:
-- the SDK harness work per message is what this machine's harness spent at saturation
-  (the pull and ack it does here stand in for Dataflow's native read and commit work);
+- the SDK harness work per message is what this machine's SDK workers (the rows' and the
+  rollups' processes) spent at saturation (the pull and ack they do here stand in for
+  Dataflow's native read and commit work);
   Prism's own CPU is replaced by Streaming Engine, off the workers;
 - Dataflow runs one Python SDK process per vCPU, so every vCPU of a worker does this work;
   workers are sized for 65% CPU, the headroom its autoscaler keeps;
