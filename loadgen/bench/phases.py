@@ -82,6 +82,42 @@ def drain_phase(
     return result
 
 
+def million_phase(
+    client: BigtableDataClient, count: int, rate: float, flags: list[str], phase: str
+) -> dict[str, Any]:
+    """`count` messages through a running pipeline at `rate`: memory with all of it in state.
+
+    The Pub/Sub emulator cannot serve a backlog of a million: with one published before the
+    pipeline started, it drained at ~500 msg/s using both cores (measured, see the README),
+    so the million arrives at a rate instead. With the default hour of allowed lateness every
+    event of the run stays in rollup state: peak RSS is the state of a million events.
+    """
+    topic, phase_flags = load.phase_topic(phase)
+    run = pipeline([*phase_flags, *flags], RUN_DIR / f"bench-{phase}.log")
+    hint = load.WrittenHint(run)
+    time.sleep(8)  # start-up (Prism, SDK workers) before offering load
+    print(f"bench: {phase}: {count} messages at {rate:.0f}/s through the running pipeline")
+    started = time.monotonic()
+    with measure.RssSampler() as rss:
+        sent, took = load.publish(topic, phase, rate, count, None)
+        rows = load.wait_rows(client, phase, sent, 600.0, hint)
+        elapsed = time.monotonic() - started
+    run.stop()
+    ingest = sorted(i for _, i in load.ingest_stamps(client, phase))
+    result = {
+        "messages": sent,
+        "rows": rows,
+        "lost": sent - rows,
+        "offered_rate": rate,
+        "publish_rate": round(sent / took, 1),
+        "ingest_rate": measure.bulk_rate(ingest),
+        "seconds": round(elapsed, 1),
+        **rss.report(),
+    }
+    print(f"bench: {phase}: {json.dumps(result)}")
+    return result
+
+
 def step(
     client: BigtableDataClient, topic: str, rate: float, seconds: float, hint: load.WrittenHint
 ) -> Step:

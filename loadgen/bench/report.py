@@ -40,6 +40,7 @@ class Results:
     steps: dict[str, list[Step]] = field(default_factory=dict)
     half_rate: dict[str, Step] = field(default_factory=dict)  # at half the best sustained rate
     direct_runner_drain: dict[str, Any] = field(default_factory=dict)
+    million: dict[str, dict[str, Any]] = field(default_factory=dict)  # per configuration
     rollup_state: dict[str, Any] = field(default_factory=dict)
     faults: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -142,6 +143,10 @@ def summarise(results: Results, best_ceiling: float) -> dict[str, Any]:
             "peak_rss_mib_one_worker": one.get("peak_rss_mib", 0.0),
             "peak_rss_mib_own_process": own.get("peak_rss_mib", 0.0),
         }
+    for name, run in results.million.items():
+        lost += run.get("lost", 0)
+        summary.setdefault(name, {})["million_peak_rss_mib"] = run.get("peak_rss_mib", 0.0)
+        summary[name]["million_peak_rss_mib_by_process"] = run.get("peak_rss_mib_by_process", {})
     summary["direct_runner_drain_rate"] = results.direct_runner_drain.get("drain_rate", 0.0)
     summary["rollup_state_bytes_per_event"] = {
         name: figures["bytes_per_event"] for name, figures in results.rollup_state.items()

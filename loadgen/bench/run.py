@@ -5,13 +5,15 @@ Phases (fresh emulators on free ports; each phase writes rows under its own key 
 2. drain: a backlog published before the pipeline starts; drain rate, CPU per message at
    saturation, and peak RSS of the pipeline's processes and of each emulator; rollups on
    once more with the rollup stages in the rows' SDK worker (--rollup_worker=thread);
-3. steps: offered rates in steps; per step the achieved ingest rate and publish -> row
+3. million: a million messages at 3,000/s through the running pipeline (the emulator cannot
+   serve a backlog of a million): rows, peak RSS per process with all of it in state;
+4. steps: offered rates in steps; per step the achieved ingest rate and publish -> row
    latency from the rows' `ingested_at` cells, CPU per message; then half the best
    sustained rate;
-4. profile: py-spy of the pipeline during a sustained step;
-5. direct: the DirectRunner's drain rate, for comparison;
-6. state: rollup state bytes per event;
-7. faults: throughput under 5% RESOURCE_EXHAUSTED (as a ratio of the same run without)
+5. profile: py-spy of the pipeline during a sustained step;
+6. direct: the DirectRunner's drain rate, for comparison;
+7. state: rollup state bytes per event;
+8. faults: throughput under 5% RESOURCE_EXHAUSTED (as a ratio of the same run without)
    and the recovery after a 120 s outage, ledger-exact (loadgen/bench/faults.py).
 Nothing here asserts timings.
 """
@@ -46,7 +48,7 @@ from stream.launch.options import to_config
 from stream.local import environment as local
 from stream.local.emulators import Emulators
 
-PHASES = ("ceiling", "drain", "steps", "profile", "direct", "state", "faults")
+PHASES = ("ceiling", "drain", "million", "steps", "profile", "direct", "state", "faults")
 
 
 def run_bench(
@@ -95,6 +97,12 @@ def run_bench(
                 if "rollups on" in chosen:
                     results.pipeline_drain[ONE_WORKER] = phases.drain_phase(
                         client, backlog, ONE_WORKER_FLAGS, "drain-rollups-on-one-worker"
+                    )
+            if "million" in phases_to_run:
+                for name, flags in chosen.items():
+                    tag = f"million-{name.replace(' ', '-')}"
+                    results.million[name] = phases.million_phase(
+                        client, 20_000 if quick else 1_000_000, 3000.0, flags, tag
                     )
             if "steps" in phases_to_run:
                 for name, flags in chosen.items():

@@ -1,4 +1,6 @@
-"""The launcher's restart policy for failed local runs."""
+"""The launcher: its restart policy for failed local runs, and start-up refusals."""
+
+import pytest
 
 from stream.launch.launcher import Restarts
 
@@ -23,3 +25,17 @@ def test_delays_are_capped_at_a_minute() -> None:
 
 def test_zero_disables_restarts() -> None:
     assert Restarts(limit=0).next_delay(1.0) is None
+
+
+def test_a_rollup_worker_process_without_prism_fails_fast(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stream.launch import launcher, workers
+    from stream.launch.runners import DIRECT, RunnerChoice
+
+    installed: list[bool] = []
+    monkeypatch.setattr(launcher, "choose_runner", lambda options: RunnerChoice(DIRECT, True, ""))
+    monkeypatch.setattr(workers, "install", lambda: installed.append(True))
+    assert launcher.run(["--streaming", "--rollup_worker=process"]) == 2
+    assert "--rollup_worker=process needs Prism" in capsys.readouterr().err
+    assert installed == []
