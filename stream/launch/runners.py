@@ -23,6 +23,7 @@ from stream.launch.options import DATAFLOW, runner_name
 _LOG = logging.getLogger(__name__)
 BEAM_VERSION = beam.version.__version__
 PRISM = "PrismRunner"
+JOB_STREAM_SECONDS = 10 * 365 * 24 * 3600  # a streaming job's lifetime, not a request's
 DIRECT = "BundleBasedDirectRunner"
 NATIVE_PUBSUB_RUNNERS = frozenset({DATAFLOW, DIRECT, "DirectRunner", "SwitchingDirectRunner"})
 DIRECT_RUNNER_LOSSES = (
@@ -103,6 +104,11 @@ def choose_runner(options: PipelineOptions) -> RunnerChoice:
         options.view_as(PortableOptions).environment_type = (
             options.view_as(PortableOptions).environment_type or "LOOPBACK"
         )
+        if "job_server_timeout" not in options.get_all_options(drop_default=True):
+            # Beam puts this request timeout (default 300 s) on the job's state and message
+            # streams too: every streaming job "failed" after 5 minutes with
+            # DEADLINE_EXCEEDED ("Stream removed") and was restarted (measured in the bench).
+            options.view_as(PortableOptions).job_server_timeout = JOB_STREAM_SECONDS
     if name == PRISM:
         where = prism_options.prism_location or "downloaded by Beam from GitHub"
         note = f"prism at {where}"

@@ -17,7 +17,13 @@ from apache_beam.options.pipeline_options import (
 )
 
 from stream.launch import runners
-from stream.launch.runners import RunnerChoice, choose_runner, find_prism, prism_cache
+from stream.launch.runners import (
+    JOB_STREAM_SECONDS,
+    RunnerChoice,
+    choose_runner,
+    find_prism,
+    prism_cache,
+)
 
 
 class _Downloads:
@@ -137,6 +143,8 @@ def test_explicit_prism_gets_the_cached_binary_and_loopback(
     assert choice == RunnerChoice("PrismRunner", native_pubsub=False, note=f"prism at {binary}")
     assert options.view_as(PrismRunnerOptions).prism_location == str(binary)
     assert options.view_as(PortableOptions).environment_type == "LOOPBACK"
+    # Not Beam's 300 s: it is also the deadline of the job's state and message streams.
+    assert options.view_as(PortableOptions).job_server_timeout == JOB_STREAM_SECONDS
     assert offline.calls == 0
 
 
@@ -145,11 +153,17 @@ def test_explicit_prism_location_and_environment_are_kept(
 ) -> None:
     cached_binary(tmp_path)
     options = PipelineOptions(
-        ["--runner=PrismRunner", "--prism_location=/opt/prism", "--environment_type=DOCKER"]
+        [
+            "--runner=PrismRunner",
+            "--prism_location=/opt/prism",
+            "--environment_type=DOCKER",
+            "--job_server_timeout=60",
+        ]
     )
     assert choose_runner(options).note == "prism at /opt/prism"
     assert options.view_as(PrismRunnerOptions).prism_location == "/opt/prism"
     assert options.view_as(PortableOptions).environment_type == "DOCKER"
+    assert options.view_as(PortableOptions).job_server_timeout == 60
 
 
 def test_no_runner_with_binary_chooses_prism(tmp_path: Path, offline: _Downloads) -> None:
