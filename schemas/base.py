@@ -98,10 +98,18 @@ def encode(value: Any, encoding: Encoding) -> bytes:
     return str(value).encode()
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def epoch_millis(moment: datetime) -> int:
     """Milliseconds since the epoch, truncated (integer arithmetic: no float rounding)."""
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    delta = moment - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def from_epoch_micros(micros: int) -> datetime:
+    """The UTC instant `micros` microseconds after the epoch (exact: no float)."""
+    return EPOCH + timedelta(microseconds=micros)
 
 
 def format_rfc3339_millis(moment: datetime) -> str:
@@ -121,7 +129,6 @@ RFC3339 = re.compile(
 # refused by the future-skew check, never stored as a wrong time).
 EPOCH_SECONDS_BELOW = 100_000_000_000
 EPOCH_MILLIS_BELOW = 253_402_300_800_000  # 10000-01-01T00:00:00Z
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _from_epoch_number(value: int | float) -> datetime:

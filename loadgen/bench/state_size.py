@@ -19,7 +19,7 @@ from stream.pipeline.messages import RawMessage, ValidEvent
 from stream.pipeline.rollups.accumulate import OpenWindow
 from stream.pipeline.rollups.accumulators import new_accumulator
 from stream.pipeline.rollups.facts import member
-from stream.pipeline.rollups.preaggregate import windowing
+from stream.pipeline.rollups.windows import Windowing
 
 
 def consent_state_bytes_per_event(
@@ -31,7 +31,7 @@ def consent_state_bytes_per_event(
     events has min(users, events / windows) distinct users.
     """
     rng = random.Random(seed)  # noqa: S311 - traffic, not cryptography
-    grid = windowing(timedelta(seconds=60), timedelta(hours=1))
+    grid = Windowing.of(timedelta(seconds=60), timedelta(hours=1))
     start = datetime(2026, 11, 24, tzinfo=UTC)
     pool = [seed_request(rng)["user"] for _ in range(users)]
     state: dict[int, OpenWindow] = {}  # one state cell per window: what the runner holds

@@ -1,10 +1,13 @@
 """A dead letter as pulled from the dead-letter subscription: why it was refused, its original."""
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from stream.pipeline.deadletters import (
+from google.pubsub_v1 import PubsubMessage
+
+from schemas.base import from_epoch_micros
+from stream.pipeline.letters import (
     ERROR_ATTRIBUTE,
     KIND_ATTRIBUTE,
     MESSAGE_ID_ATTRIBUTE,
@@ -15,8 +18,6 @@ from stream.pipeline.deadletters import (
     original_message,
     redrive_count,
 )
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +84,12 @@ class Letter:
 def from_received(received: Any) -> Letter:
     """A Letter from a pulled `ReceivedMessage` (the client's proto-plus type)."""
     message = received.message
-    stamp = message._pb.publish_time  # the raw Timestamp: exact to the microsecond
+    stamp = PubsubMessage.pb(message).publish_time  # the raw Timestamp: exact to the us
     micros = stamp.seconds * 1_000_000 + stamp.nanos // 1000
     return Letter(
         message_id=message.message_id,
         ack_id=received.ack_id,
-        publish_time=EPOCH + timedelta(microseconds=micros),
+        publish_time=from_epoch_micros(micros),
         data=bytes(message.data),
         attributes=dict(message.attributes),
     )

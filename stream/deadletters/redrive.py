@@ -14,34 +14,26 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from google.api_core import exceptions as gexc
-from google.api_core.retry import Retry, if_exception_type
 from google.cloud import pubsub_v1
 
 from stream.deadletters.letters import Letter
 from stream.deadletters.progress import LiveProgress
 from stream.deadletters.selection import Selection
 from stream.deadletters.subscription import PULL_MAX, DeadLetterSubscription
-from stream.pipeline.deadletters import (
+from stream.pipeline.io.deadletter_topic import publish_chunks, publish_messages
+from stream.pipeline.io.pubsub_calls import pubsub_retry
+from stream.pipeline.letters import (
     MAX_ATTRIBUTES,
     REDRIVE_COUNT_ATTRIBUTE,
     EnvelopeError,
-    publish_chunks,
-    publish_messages,
     redrive_count,
 )
-from stream.pipeline.leases import TRANSIENT_PUBSUB_ERRORS
 
 DEFAULT_MAX_REDRIVES = 3
 PUBLISH_TIMEOUT_SECONDS = 60.0
 # The transient errors the pipeline retries; a retry after a lost answer may publish twice,
 # which is harmless here (the same row).
-PUBLISH_RETRY = Retry(
-    predicate=if_exception_type(*TRANSIENT_PUBSUB_ERRORS),
-    initial=0.1,
-    maximum=5.0,
-    multiplier=2.0,
-    timeout=PUBLISH_TIMEOUT_SECONDS,
-)
+PUBLISH_RETRY = pubsub_retry(PUBLISH_TIMEOUT_SECONDS)
 NOTES_KEPT = 20
 
 

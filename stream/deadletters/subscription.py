@@ -17,6 +17,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
 from stream.deadletters.letters import Letter, from_received
+from stream.pipeline.io.pubsub_calls import ack_id_chunks
 
 PULL_MAX = 1000  # per pull; the emulator returns at most 100
 # The emulator answers an empty pull about 1 s before the client's deadline, so an empty pull
@@ -25,15 +26,9 @@ PULL_MAX = 1000  # per pull; the emulator returns at most 100
 PULL_TIMEOUT_SECONDS = 3.0
 EMPTY_PULLS_AT_END = 2  # Pub/Sub may answer one pull empty while messages are pending
 LEASE_SECONDS = 30
-ACK_IDS_PER_REQUEST = 1000  # as the Pub/Sub client's own dispatcher batches them
 # A pull that times out, or a blip of the connection, is an empty pull; anything else (no
 # such subscription, no permission) is raised, never read as "no letters".
 EMPTY_PULL = (gexc.DeadlineExceeded, gexc.ServiceUnavailable)
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class DeadLetterSubscription:
@@ -66,18 +61,20 @@ class DeadLetterSubscription:
         return len(self._held)
 
     def _modify(self, ack_ids: list[str], seconds: int) -> None:
-        for chunk in _chunks(ack_ids, ACK_IDS_PER_REQUEST):
+        for chunk in ack_id_chunks(ack_ids):
             self._subscriber.modify_ack_deadline(
                 request={
                     "subscription": self.path,
-                    "ack_ids": chunk,
+                    "ack_ids": list(chunk),
                     "ack_deadline_seconds": seconds,
                 }
             )
 
     def _acknowledge(self, ack_ids: list[str]) -> None:
-        for chunk in _chunks(ack_ids, ACK_IDS_PER_REQUEST):
-            self._subscriber.acknowledge(request={"subscription": self.path, "ack_ids": chunk})
+        for chunk in ack_id_chunks(ack_ids):
+            self._subscriber.acknowledge(
+                request={"subscription": self.path, "ack_ids": list(chunk)}
+            )
 
     def pull(self, max_messages: int = PULL_MAX) -> list[Letter]:
         """One pull: the letters not seen before in this run (maybe none), now leased."""

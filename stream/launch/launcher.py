@@ -6,23 +6,22 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import replace
 from types import FrameType
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.runners.runner import PipelineState
 
-from stream.launch import workers
+from stream.launch import patches
 from stream.launch.checks import ResourceError, check_subscription, check_tables
-from stream.launch.options import DATAFLOW, ConfigError, to_config, uses_emulators
-from stream.launch.runners import PRISM, RunnerChoice, choose_runner
+from stream.launch.options import DATAFLOW, PRISM, ConfigError, to_config, uses_emulators
+from stream.launch.runners import RunnerChoice, choose_runner
 from stream.launch.status import StatusPrinter
 from stream.local import environment as local
 from stream.local.emulators import EmulatorError
-from stream.pipeline import leases
 from stream.pipeline.build import Source, build_pipeline
-from stream.pipeline.config import IngestConfig
+from stream.pipeline.config import IngestConfig, RollupWorker
+from stream.pipeline.io import leases
 from stream.pipeline.io.files import FileSource
 from stream.pipeline.io.pubsub_native import NativeSource
 from stream.pipeline.io.pubsub_pull import PullSource
@@ -90,11 +89,11 @@ class _Finish:
     def _wait(self, result: beam.runners.runner.PipelineResult) -> None:
         try:
             self.state = str(result.wait_until_finish() or result.state)
-        except Exception as exc:  # any exception here means the job ended abnormally
+        except Exception:  # any exception here means the job ended abnormally
             if self.cancelling:
                 self.state = str(PipelineState.CANCELLED)
                 return
-            _LOG.error("pipeline failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            _LOG.exception("pipeline failed")
             self.state = str(PipelineState.FAILED)
 
 
@@ -201,30 +200,33 @@ def _run_locally(options: PipelineOptions, config: IngestConfig, choice: RunnerC
             return 1
 
 
+def patches_for(config: IngestConfig, choice: RunnerChoice) -> tuple[patches.Patch, ...]:
+    """The patches this run needs (none with --patches=off)."""
+    if not config.patches:
+        return ()
+    needed = [patches.RAW_MUTATION_ENTRIES]
+    if choice.name != DATAFLOW:
+        needed.append(patches.FRESH_METRICS)
+    if choice.name == PRISM:
+        needed.append(patches.QUICKER_BUNDLE_ENDS)
+    if config.rollup_worker is RollupWorker.PROCESS:
+        needed.append(patches.ROLLUP_WORKER_PROCESS)
+    return tuple(needed)
+
+
 def run(argv: list[str]) -> int:
     """Run the ingestion pipeline; return a process exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     options = PipelineOptions(argv)
+    choice = choose_runner(options)
     try:
         config = to_config(options)
-    except ConfigError as exc:
+        needed = patches_for(config, choice)
+        patches.check(needed)
+    except (ConfigError, patches.PatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    choice = choose_runner(options)
-    if choice.name == PRISM:
-        workers.quicker_bundle_ends()
-    if config.rollup_worker == "auto":
-        own = choice.name == PRISM
-        config = replace(config, rollup_worker="process" if own else "thread")
-    if config.rollup_worker == "process":
-        if choice.name != PRISM:
-            print(
-                f"error: --rollup_worker=process needs Prism, and the runner is {choice.name}: "
-                "drop the flag or run `make prism`",
-                file=sys.stderr,
-            )
-            return 2
-        workers.install()
+    patches.apply(needed)
     # The code is a package installed on the workers (the flex-template image); nothing
     # lives in __main__, so do not pickle it (Beam turns this on by default for Dataflow).
     options.view_as(SetupOptions).save_main_session = False

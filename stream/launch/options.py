@@ -26,6 +26,7 @@ PROJECT_RE = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
 INSTANCE_RE = re.compile(r"^[a-z][-a-z0-9]{4,31}[a-z0-9]$")
 TABLE_RE = re.compile(r"^[-_.a-zA-Z0-9]{1,50}$")
 DATAFLOW = "DataflowRunner"
+PRISM = "PrismRunner"
 
 
 class ConfigError(ValueError):
@@ -106,6 +107,15 @@ class IngestOptions(PipelineOptions):
             "200 MiB more memory). auto: process on Prism with rollups on, else thread.",
         )
         group.add_argument(
+            "--patches",
+            choices=("on", "off"),
+            default="on",
+            help="on: the patches of Beam, Prism and Bigtable-client internals listed in "
+            "stream/DESIGN.md (Patches), checked against the library versions they were "
+            "written for; off: stock libraries (slower; on Prism, rollups in the rows' "
+            "worker and no status line).",
+        )
+        group.add_argument(
             "--input",
             default=None,
             help="Backfill: read JSON-lines files (glob; any Beam filesystem) in batch "
@@ -137,7 +147,7 @@ class IngestOptions(PipelineOptions):
         group.add_argument(
             "--write_retry_seconds",
             type=int,
-            default=900,
+            default=int(cfg.DEFAULT_WRITE_RETRY.total_seconds()),
             help="How long a batch may back off in place on transient Bigtable errors "
             "(RESOURCE_EXHAUSTED, UNAVAILABLE, ...), retrying only the failed rows, before "
             "its bundle fails. 0: fail the bundle at the first transient error.",
@@ -248,6 +258,24 @@ def _event_time_fallback(errors: list[str], value: str, backfill: bool) -> Event
     return EventTimeFallback(mode)
 
 
+def _rollup_worker(errors: list[str], choice: str, rollups: bool, runner: str) -> cfg.RollupWorker:
+    """--rollup_worker for this runner: `process` only on Prism, `auto` is process there."""
+    if choice == "process":
+        if not rollups:
+            errors.append("--rollup_worker=process needs rollups: drop it or use --rollups=on")
+        elif runner == DATAFLOW:
+            errors.append("--rollup_worker=process is for Prism: drop it on Dataflow")
+        elif runner != PRISM:
+            errors.append(
+                f"--rollup_worker=process needs Prism, and the runner is {runner or 'none'}: "
+                "drop the flag or run `make prism`"
+            )
+        return cfg.RollupWorker.PROCESS
+    if choice == "auto" and rollups and runner == PRISM:
+        return cfg.RollupWorker.PROCESS
+    return cfg.RollupWorker.THREAD
+
+
 def _catalog(errors: list[str], path: str | None) -> frozenset[str] | None:
     if path is None:
         return None
@@ -277,14 +305,17 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
     if max_age is None:
         max_age = 7 * 24 * 3600 if ingest.input is None else 100 * 366 * 24 * 3600
     rollups = ingest.rollups == "on" if ingest.rollups else ingest.input is None
-    if ingest.rollup_worker == "process" and not rollups:
-        errors.append("--rollup_worker=process needs rollups: drop it or use --rollups=on")
-    if ingest.rollup_worker == "process" and runner_name(options) == DATAFLOW:
-        errors.append("--rollup_worker=process is for Prism: drop it on Dataflow")
+    patches = ingest.patches == "on"
+    runner = runner_name(options)
+    rollup_worker = _rollup_worker(errors, ingest.rollup_worker, rollups, runner)
+    if rollup_worker is cfg.RollupWorker.PROCESS and not patches:
+        if ingest.rollup_worker == "process":
+            errors.append("--rollup_worker=process is a patch of Beam: drop it or --patches=on")
+        rollup_worker = cfg.RollupWorker.THREAD
     subscription = ingest.subscription or names.subscription_path(
         names.LOCAL_PROJECT, names.LOCAL_SUBSCRIPTION
     )
-    if runner_name(options) == DATAFLOW and ingest.subscription is None:
+    if runner == DATAFLOW and ingest.subscription is None:
         errors.append("--subscription is required on Dataflow (projects/<p>/subscriptions/<s>)")
     match = SUBSCRIPTION_RE.match(subscription)
     project = match.group(1) if match else names.LOCAL_PROJECT
@@ -334,7 +365,7 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
     _range(errors, "readers", ingest.readers, 1, 16)
     _range(errors, "status_interval_seconds", ingest.status_interval_seconds, 0, 3600)
     _range(errors, "max_restarts", ingest.max_restarts, 0, 1000)
-    if runner_name(options) != DATAFLOW:
+    if runner != DATAFLOW:
         for flag in ("id_label", "timestamp_attribute"):
             if getattr(ingest, flag):
                 errors.append(f"--{flag} is only supported on Dataflow's native Pub/Sub read")
@@ -359,6 +390,7 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
             timeout=timedelta(seconds=ingest.write_timeout_seconds),
             record_ingest_time=ingest.record_ingest_time,
             retry=timedelta(seconds=ingest.write_retry_seconds),
+            raw_entries=patches,
         ),
         rules=ParseRules(
             default_schema=ingest.default_schema,
@@ -370,11 +402,15 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
             missing_event_time=fallback,
         ),
         rollups=rollups,
-        rollup_worker=ingest.rollup_worker if rollups else "thread",
+        rollup_worker=rollup_worker,
+        patches=patches,
         input_pattern=ingest.input,
         input_schema=input_schema,
         window=timedelta(seconds=ingest.window_seconds),
         allowed_lateness=timedelta(seconds=ingest.allowed_lateness_seconds),
-        status_interval=timedelta(seconds=ingest.status_interval_seconds),
+        # Prism's metrics would never move without the fresh_metrics patch: no status line.
+        status_interval=timedelta(
+            seconds=ingest.status_interval_seconds if patches or runner != PRISM else 0
+        ),
         max_restarts=ingest.max_restarts,
     )

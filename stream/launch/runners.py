@@ -18,11 +18,10 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from stream.launch.options import DATAFLOW, runner_name
+from stream.launch.options import DATAFLOW, PRISM, runner_name
 
 _LOG = logging.getLogger(__name__)
 BEAM_VERSION = beam.version.__version__
-PRISM = "PrismRunner"
 JOB_STREAM_SECONDS = 10 * 365 * 24 * 3600  # a streaming job's lifetime, not a request's
 DIRECT = "BundleBasedDirectRunner"
 NATIVE_PUBSUB_RUNNERS = frozenset({DATAFLOW, DIRECT, "DirectRunner", "SwitchingDirectRunner"})

@@ -17,10 +17,7 @@ from stream.pipeline import metrics
 def counter_totals(result: PipelineResult) -> dict[str, int]:
     """Current value of every counter in the pipeline's namespace (attempted values)."""
     totals: dict[str, int] = {}
-    if hasattr(result, "_metrics"):
-        # PortableRunner's result caches its first GetJobMetrics answer forever
-        # (portable_runner.py: `if not self._metrics`); clear it to read fresh values.
-        result._metrics = None
+    # Fresh on Prism only with stream/launch/patches.py's fresh_metrics (the launcher applies it).
     ours = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
     # Throttling is counted under each backing-off DoFn's own namespace (metrics.py).
     throttling = result.metrics().query(MetricsFilter().with_name(metrics.THROTTLING_SECONDS))

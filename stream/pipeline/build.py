@@ -5,7 +5,7 @@ from typing import NamedTuple, Protocol
 import apache_beam as beam
 
 from stream.pipeline.acknowledge import Acknowledge
-from stream.pipeline.config import IngestConfig
+from stream.pipeline.config import IngestConfig, RollupWorker
 from stream.pipeline.deadletters import DeadLetters
 from stream.pipeline.event_time import AssignEventTime
 from stream.pipeline.parse import ParseAndValidate
@@ -64,7 +64,9 @@ def build_pipeline(
     rollup_rows, notices = None, {}
     if config.rollups:
         rollups = events | "Rollups" >> Rollups(
-            config.window, config.allowed_lateness, own_worker=config.rollup_worker == "process"
+            config.window,
+            config.allowed_lateness,
+            own_worker=config.rollup_worker is RollupWorker.PROCESS,
         )
         rollup_rows = rollups.rows
         refused = rollup_rows | "WriteRollups" >> sink.write_rollups()

@@ -2,9 +2,21 @@
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 
 from schemas.registry import DEFAULT_SCHEMA
 from stream.pipeline.validate import ParseRules
+
+# How long a batch of rows or dead letters backs off in place on transient errors before its
+# bundle fails (--write_retry_seconds).
+DEFAULT_WRITE_RETRY = timedelta(minutes=15)
+
+
+class RollupWorker(StrEnum):
+    """Where the keyed rollup stages run (--rollup_worker, resolved for the runner)."""
+
+    THREAD = "thread"  # in the SDK worker of the rows
+    PROCESS = "process"  # Prism: an SDK worker process of their own (stream/launch/patches.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +30,9 @@ class BigtableTarget:
     batch_rows: int = 500
     timeout: timedelta = timedelta(seconds=60)  # one MutateRows attempt
     record_ingest_time: bool = False
-    # How long a batch backs off in place on transient errors before its bundle fails.
-    retry: timedelta = timedelta(minutes=15)
+    retry: timedelta = DEFAULT_WRITE_RETRY
+    # MutateRows entries built as raw protobuf (stream/pipeline/io/client_patches.py).
+    raw_entries: bool = True
 
     def table_id(self, group: str) -> str:
         """The table id for a logical table group."""
@@ -54,9 +67,8 @@ class IngestConfig:
     bigtable: BigtableTarget
     rules: ParseRules = field(default_factory=ParseRules)
     rollups: bool = True
-    # Where the keyed rollup stages run: thread (the rows' SDK worker), process (Prism: a
-    # worker process of their own), auto (the launcher decides: process on Prism).
-    rollup_worker: str = "thread"
+    rollup_worker: RollupWorker = RollupWorker.THREAD
+    patches: bool = True  # --patches: stream/launch/patches.py and io/client_patches.py
     input_pattern: str | None = None  # a batch backfill from files instead of Pub/Sub
     input_schema: str = DEFAULT_SCHEMA
     window: timedelta = timedelta(seconds=60)
@@ -70,7 +82,7 @@ def required_ack_deadline(config: IngestConfig) -> int:
 
     One write attempt (bounded by the write timeout) and, for failures, the dead-letter
     publish (bounded the same way), plus processing slack. Holding a message longer (a
-    write backing off) is covered by the lease keeper (stream/pipeline/leases.py), which
+    write backing off) is covered by the lease keeper (stream/pipeline/io/leases.py), which
     extends the deadline before it runs out, up to `max_lease`.
     """
     return int(2 * config.bigtable.timeout.total_seconds()) + 10

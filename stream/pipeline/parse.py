@@ -24,6 +24,7 @@ class _ValidateFn(beam.DoFn):
         self._read = metrics.counter(metrics.READ)
         self._valid = metrics.counter(metrics.VALID)
         self._invalid = metrics.counter(metrics.INVALID)
+        self._by_kind = metrics.counters_by_kind(metrics.INVALID)
 
     @no_annotations  # Beam cannot read TaggedOutput unions; mypy can
     def process(self, raw: RawMessage) -> Iterator[ValidEvent | TaggedOutput]:
@@ -31,7 +32,7 @@ class _ValidateFn(beam.DoFn):
         result = validate(raw, self._rules, datetime.now(UTC))
         if isinstance(result, DeadLetter):
             self._invalid.inc()
-            metrics.counter(f"{metrics.INVALID}_{result.kind}").inc()
+            self._by_kind[result.kind].inc()
             yield TaggedOutput(INVALID, result)
         else:
             self._valid.inc()

@@ -15,7 +15,7 @@ from schemas.base import (
 )
 from schemas.consent import UNKNOWN_SERVICE_ERROR
 from schemas.registry import DEFAULT_SCHEMA, SCHEMA_ATTRIBUTE, SCHEMAS
-from stream.pipeline.deadletters import letter
+from stream.pipeline.letters import letter
 from stream.pipeline.messages import (
     SOURCE_MTIME_ATTRIBUTE,
     DeadLetter,

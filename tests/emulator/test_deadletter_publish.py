@@ -9,7 +9,7 @@ import apache_beam as beam
 import pytest
 
 from loadgen.readback import pull_letters
-from stream.pipeline.deadletters import PublishDeadLettersFn
+from stream.pipeline.io.deadletter_topic import PublishDeadLettersFn
 from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage
 from tests.helpers.resources import TestResources
 

@@ -12,7 +12,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
-from stream.pipeline.leases import LeaseKeeper, Leases
+from stream.pipeline.io.leases import LeaseKeeper, Leases
 from tests.helpers.load import publish
 from tests.helpers.resources import new_resources
 

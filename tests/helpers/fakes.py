@@ -7,7 +7,7 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.typehints.decorators import no_annotations
 
-from stream.pipeline.acknowledge import no_acknowledgement
+from stream.pipeline.io.no_acks import no_acknowledgement
 from stream.pipeline.messages import DeadLetter, ErrorKind, Stage, ValidEvent, Written
 
 

@@ -18,9 +18,10 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.consent import ConsentV1
 from schemas.telemetry import TelemetryV1
-from stream.pipeline.acknowledge import Acknowledge, no_acknowledgement
+from stream.pipeline.acknowledge import Acknowledge
 from stream.pipeline.deadletters import DeadLetters
 from stream.pipeline.event_time import AssignEventTime
+from stream.pipeline.io.no_acks import no_acknowledgement
 from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage, ValidEvent, Written
 from stream.pipeline.parse import ParseAndValidate
 from stream.pipeline.rollups.accumulate import Accumulate

@@ -152,3 +152,9 @@ def test_entry_request_proto_is_the_clients_own() -> None:
         theirs = MutateRowsRequest(entries=[plain._to_pb()], table_name="t")
         assert MutateRowsRequest.serialize(ours) == MutateRowsRequest.serialize(theirs)
         assert len(ours.entries[0].mutations) == len(entry.mutations) >= 2
+
+
+def test_without_patches_the_entry_is_the_clients_own() -> None:
+    entry = mutation_entry(consent_v1().event, raw=False)
+    assert type(entry) is RowMutationEntry
+    assert entry.is_idempotent()

@@ -31,8 +31,8 @@ from apache_beam.runners.runner import PipelineState
 from google.cloud import dataflow
 
 from stream.launch.launcher import source_for
-from stream.launch.options import to_config
-from stream.launch.runners import PRISM, RunnerChoice, choose_runner
+from stream.launch.options import PRISM, to_config
+from stream.launch.runners import RunnerChoice, choose_runner
 from stream.pipeline.build import Source, build_pipeline
 from stream.pipeline.config import IngestConfig
 from stream.pipeline.io.pubsub_native import NativeSource

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stream.pipeline.deadletters import (
+from stream.pipeline.letters import (
     REDRIVE_COUNT_ATTRIBUTE,
     EnvelopeError,
     dead_letter_message,

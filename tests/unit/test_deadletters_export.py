@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stream.deadletters.export import ExportResult, line
 from stream.deadletters.letters import Letter
-from stream.pipeline.deadletters import dead_letter_message, original_message
+from stream.pipeline.letters import dead_letter_message, original_message
 from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage
 
 PUBLISHED = datetime(2026, 11, 24, 6, 40, 53, 123456, tzinfo=UTC)

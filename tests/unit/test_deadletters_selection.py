@@ -9,7 +9,7 @@ from stream.deadletters.letters import Letter
 from stream.deadletters.redrive import CannotRedriveError, RedriveReport, outgoing
 from stream.deadletters.selection import Selection
 from stream.deadletters.summary import Summary, render
-from stream.pipeline.deadletters import dead_letter_message
+from stream.pipeline.letters import dead_letter_message
 from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage
 
 T0 = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)

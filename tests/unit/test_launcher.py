@@ -1,6 +1,7 @@
 """The launcher: its restart policy for failed local runs, and start-up refusals."""
 
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from stream.launch.launcher import Restarts
 
@@ -27,15 +28,42 @@ def test_zero_disables_restarts() -> None:
     assert Restarts(limit=0).next_delay(1.0) is None
 
 
+def _runner(monkeypatch: pytest.MonkeyPatch, name: str, native: bool) -> list[object]:
+    """The launcher chooses `name`; returns the list the patches it applies go to."""
+    from stream.launch import launcher, patches
+    from stream.launch.runners import RunnerChoice
+
+    def choose(options: PipelineOptions) -> RunnerChoice:
+        options.view_as(StandardOptions).runner = name
+        return RunnerChoice(name, native, "")
+
+    applied: list[object] = []
+    monkeypatch.setattr(launcher, "choose_runner", choose)
+    monkeypatch.setattr(patches, "apply", applied.append)
+    return applied
+
+
 def test_a_rollup_worker_process_without_prism_fails_fast(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from stream.launch import launcher, workers
-    from stream.launch.runners import DIRECT, RunnerChoice
+    from stream.launch import launcher
+    from stream.launch.runners import DIRECT
 
-    installed: list[bool] = []
-    monkeypatch.setattr(launcher, "choose_runner", lambda options: RunnerChoice(DIRECT, True, ""))
-    monkeypatch.setattr(workers, "install", lambda: installed.append(True))
+    applied = _runner(monkeypatch, DIRECT, native=True)
     assert launcher.run(["--streaming", "--rollup_worker=process"]) == 2
     assert "--rollup_worker=process needs Prism" in capsys.readouterr().err
-    assert installed == []
+    assert applied == []
+
+
+def test_an_unknown_beam_version_stops_the_start_before_anything_is_patched(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stream.launch import launcher, patches
+    from stream.launch.options import PRISM
+
+    applied = _runner(monkeypatch, PRISM, native=False)
+    monkeypatch.setattr(patches, "BEAM_VERSIONS", ("2.70.0",))
+    assert launcher.run(["--streaming"]) == 2
+    err = capsys.readouterr().err
+    assert "apache-beam 2.77.0 is installed" in err and "--patches=off" in err
+    assert applied == []

@@ -1,6 +1,6 @@
 """Leases: which held messages are due for an extension, given up, redelivered or released."""
 
-from stream.pipeline.leases import (
+from stream.pipeline.io.leases import (
     EXTEND_BY_SECONDS,
     FIRST_EXTENSION_AFTER_SECONDS,
     MIN_ACK_DEADLINE_SECONDS,

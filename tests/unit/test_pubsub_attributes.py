@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from stream.pipeline.deadletters import dead_letter_message
+from stream.pipeline.letters import dead_letter_message
 from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage
 
 PUBLISHED = datetime(2026, 11, 24, 6, 40, 53, 123456, tzinfo=UTC)

@@ -1,22 +1,9 @@
 """A Beam-free batch writer for one Bigtable table: add rows, flush them in bounded chunks.
 
-Lifecycle like a quix-streams sink: the caller creates the data client (once per process),
-`add`s rows with the item each stands for, and `flush`es. Every MutateRows entry is checked,
-and each failure is handled by what its status means (the table at ERROR HANDLING below):
-
-- transient (RESOURCE_EXHAUSTED, UNAVAILABLE, ...): only the failed entries are sent again,
-  in place, after an exponential backoff with full jitter, for as long as it takes up to the
-  retry budget (`--write_retry_seconds`); the time slept is reported to `on_throttled` (the
-  DoFn counts it as `cumulativeThrottlingSeconds`). Past the budget the flush raises
-  TransientWriteError and the caller's bundle fails;
-- permanent for the row (INVALID_ARGUMENT, NOT_FOUND, ...): the outcome says so at once, the
-  caller dead-letters that row; every other row is written;
-- refused for the caller (PERMISSION_DENIED, UNAUTHENTICATED, or a permanent status of the
-  whole call, e.g. a missing table): RefusedWriteError at once, no retry and no dead letter:
-  no row is to blame and no backoff can fix it.
-
-Mutations are built anew for every attempt from the immutable row (never a mutation object
-a previous attempt consumed).
+Each failed entry is handled by what its status means (stream/DESIGN.md, "Every Bigtable
+status"): transient ones are retried in place, only the failed entries, with full-jitter
+backoff up to the retry budget; permanent ones come back as outcomes for a dead letter; a
+refusal of the request itself raises RefusedWriteError.
 """
 
 import logging
@@ -31,47 +18,15 @@ from google.api_core.retry import exponential_sleep_generator
 from google.cloud.bigtable.data import MutationsExceptionGroup, Table
 from google.cloud.bigtable.data.exceptions import RetryExceptionGroup
 
+from stream.pipeline.config import DEFAULT_WRITE_RETRY
 from stream.pipeline.io.entries import INGESTED_AT, Row, mutation_entry
 
 T = TypeVar("T")
 _LOG = logging.getLogger(__name__)
 
-# ERROR HANDLING: every status Bigtable can answer for a MutateRows entry or call, and what
-# the writer does with it. Sources: google.rpc.Code (what each code means), the Bigtable
-# data client's defaults (it retries DEADLINE_EXCEEDED and UNAVAILABLE; the Node client
-# also RESOURCE_EXHAUSTED and ABORTED; the classic Python client also INTERNAL), and the
-# fact that every mutation here carries an explicit timestamp, so a retry is idempotent.
-#
-#   code                 meaning for a write                      handling
-#   UNAVAILABLE          server or tablet briefly unreachable     transient: back off in place
-#   DEADLINE_EXCEEDED    the attempt's deadline passed            transient: back off in place
-#   RESOURCE_EXHAUSTED   overload or quota (HTTP 429)             transient: back off in place
-#   ABORTED              concurrency conflict on the server       transient: back off in place
-#   INTERNAL             server fault (RST_STREAM, ...)           transient: back off in place
-#   UNKNOWN              unmapped server/transport error          transient: back off in place
-#   CANCELLED            the server cancelled the stream          transient: back off in place
-#   INVALID_ARGUMENT     the row itself is invalid                permanent: dead letter
-#   NOT_FOUND            e.g. the column family does not exist    permanent: dead letter
-#   FAILED_PRECONDITION  the row cannot be applied in this state  permanent: dead letter
-#   OUT_OF_RANGE         e.g. a timestamp out of range            permanent: dead letter
-#   ALREADY_EXISTS, UNIMPLEMENTED, DATA_LOSS (never seen for writes): permanent: dead letter
-#   PERMISSION_DENIED    the credentials may not write here       refused: fail the bundle now
-#   UNAUTHENTICATED      the credentials are invalid or revoked   refused: fail the bundle now
-#
-# A permanent code for the *whole call* (not one entry: a missing table, a request Bigtable
-# cannot parse) is refused too: no row is to blame. A refusal is neither dead-lettered (the
-# rows are fine) nor retried for 15 minutes in silence: the bundle fails with a message that
-# says what to fix; its messages are never acknowledged, so nothing is lost (README,
-# Failures). Anything else (an exception without a status) is treated as transient.
-RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
-    gexc.ServiceUnavailable,
-    gexc.DeadlineExceeded,
-    gexc.ResourceExhausted,
-    gexc.Aborted,
-    gexc.InternalServerError,
-    gexc.Unknown,
-    gexc.Cancelled,
-)
+# Statuses of a MutateRows entry that no retry can fix: the row is dead-lettered. Every
+# other status is transient (back off in place), except these two, which blame the caller.
+# A permanent status of the whole call (a missing table) is a refusal too: no row is to blame.
 PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     gexc.InvalidArgument,
     gexc.NotFound,
@@ -85,16 +40,12 @@ REFUSED_ERRORS: tuple[type[Exception], ...] = (gexc.PermissionDenied, gexc.Unaut
 
 # Backoff between attempts, full jitter (api-core's generator: uniform(0, cap), the cap
 # doubling from its first value to MAXIMUM while attempts write nothing). RESOURCE_EXHAUSTED
-# is Bigtable asking the client to slow down (overload, quota): it starts higher than other
-# transient errors (a dropped connection, a moved tablet), which are worth retrying at once.
-# The maximum is short on purpose: after an outage the rows resume within seconds, and the
-# jitter spreads a fleet of writers.
+# starts higher than other transient errors: Bigtable asks the client to slow down.
 BACKOFF_INITIAL_SECONDS = 0.1
 OVERLOAD_BACKOFF_INITIAL_SECONDS = 0.25
 BACKOFF_MAXIMUM_SECONDS = 10.0
 BACKOFF_MULTIPLIER = 2.0
 WARN_AFTER_SECONDS = 30.0  # rows still failing this long are logged, then every 30 s
-DEFAULT_RETRY = timedelta(minutes=15)
 # A flush writes up to this many chunks back to back and backs off once for all of them:
 # under partial overload, the sleeps per row halve compared to one backoff per chunk.
 CHUNKS_PER_FLUSH = 4
@@ -171,6 +122,8 @@ class BatchWriter(Generic[T]):
         record_ingest_time: also write `ingested_at` (the attempt's wall clock).
         retry: how long a flush may back off before TransientWriteError (0: no retry).
         on_throttled: called with the seconds of every backoff sleep, as it happens.
+        raw_entries: build entries as raw protobuf (stream/pipeline/io/client_patches.py).
+        clock, sleep: monotonic seconds and how to wait (tests pass fakes).
     """
 
     def __init__(
@@ -179,8 +132,11 @@ class BatchWriter(Generic[T]):
         chunk_rows: int,
         timeout: timedelta,
         record_ingest_time: bool = False,
-        retry: timedelta = DEFAULT_RETRY,
+        retry: timedelta = DEFAULT_WRITE_RETRY,
         on_throttled: Callable[[float], None] = _no_throttle_report,
+        raw_entries: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._table = table
         self._chunk = chunk_rows
@@ -188,6 +144,9 @@ class BatchWriter(Generic[T]):
         self._record_ingest_time = record_ingest_time
         self._retry = retry.total_seconds()
         self._on_throttled = on_throttled
+        self._raw_entries = raw_entries
+        self._clock = clock
+        self._sleep = sleep
         self._pending: list[tuple[Row, T]] = []
         self.batches = 0  # MutateRows calls answered (entry by entry)
         self.batch_millis: list[int] = []  # how long each took, since the last flush
@@ -220,7 +179,7 @@ class BatchWriter(Generic[T]):
         self.batch_millis = []
         errors: dict[int, BaseException | None] = {}
         remaining = list(range(len(rows)))
-        started = time.monotonic()
+        started = self._clock()
         deadline = started + self._retry
         delays: Iterator[float] | None = None
         warned_at = started
@@ -236,7 +195,7 @@ class BatchWriter(Generic[T]):
                 delays = self._delays(overload)
             remaining = sorted(failed)
             delay = next(delays)
-            now = time.monotonic()
+            now = self._clock()
             if now + delay > deadline:
                 first = failed[remaining[0]]
                 raise TransientWriteError(
@@ -257,7 +216,7 @@ class BatchWriter(Generic[T]):
                     failed[remaining[0]],
                     self._retry,
                 )
-            time.sleep(delay)
+            self._sleep(delay)
             self.throttled_seconds += delay
             self.retried_rows += len(remaining)
             self._on_throttled(delay)
@@ -284,9 +243,9 @@ class BatchWriter(Generic[T]):
         flush's, so every wait is counted.
         """
         now = time.time_ns() // 1000 if self._record_ingest_time else None
-        entries = [mutation_entry(rows[i][0], now) for i in indexes]
+        entries = [mutation_entry(rows[i][0], now, self._raw_entries) for i in indexes]
         causes: dict[int, BaseException | None] = {}
-        started = time.monotonic()
+        started = self._clock()
         try:
             self._table.bulk_mutate_rows(
                 entries,
@@ -313,7 +272,7 @@ class BatchWriter(Generic[T]):
             ) from refused
         if not any(_whole_call(c) for c in causes.values()):
             self.batches += 1
-            self.batch_millis.append(int((time.monotonic() - started) * 1000))
+            self.batch_millis.append(int((self._clock() - started) * 1000))
         failed: dict[int, BaseException | None] = {}
         for position, cause in causes.items():
             if is_permanent(cause):
@@ -324,11 +283,9 @@ class BatchWriter(Generic[T]):
 
 
 __all__ = [
-    "DEFAULT_RETRY",
     "INGESTED_AT",
     "PERMANENT_ERRORS",
     "REFUSED_ERRORS",
-    "RETRYABLE_ERRORS",
     "BatchWriter",
     "Outcome",
     "RefusedWriteError",

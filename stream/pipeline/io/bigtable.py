@@ -1,16 +1,10 @@
 """WriteRows and WriteRollups: the Beam side of the batch writer (one per table and bundle).
 
-Elements are buffered within a bundle and flushed by `BatchWriter` (MutateRows of
-`--write_batch_rows` rows, up to four per flush); a written row's message goes on to be
-acknowledged, a row Bigtable refused for good becomes a dead letter. Transient failures are
-retried in place by the writer, with backoff, up to `--write_retry_seconds`; the time it
-sleeps is counted as `cumulativeThrottlingSeconds` (what Dataflow's autoscaler reads) while
-it happens. Beyond that budget, or when Bigtable refuses the request itself, the bundle
-fails and the runner retries it (rows are rewritten identically: same key, cells and
-timestamp).
+A written row's message goes on to be acknowledged; a row refused for good becomes a dead
+letter; backoff time is counted as `cumulativeThrottlingSeconds` while it happens. Past the
+retry budget, or when Bigtable refuses the request, the bundle fails and is retried whole.
 """
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +20,6 @@ from google.cloud.bigtable.data import BigtableDataClient
 
 from stream.pipeline import metrics
 from stream.pipeline.config import BigtableTarget
-from stream.pipeline.deadletters import letter
 from stream.pipeline.io import clients
 from stream.pipeline.io.batch_writer import (
     BatchWriter,
@@ -35,7 +28,8 @@ from stream.pipeline.io.batch_writer import (
     Row,
     TransientWriteError,
 )
-from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage, ValidEvent, Written
+from stream.pipeline.letters import rollup_rejected, write_rejected
+from stream.pipeline.messages import DeadLetter, ValidEvent, Written
 from stream.pipeline.outputs import Writes
 from stream.pipeline.rollups.rows import RollupRow
 
@@ -97,9 +91,9 @@ class _WriteFn(beam.DoFn, Generic[E]):
         self._rejected = metrics.counter(metrics.WRITE_REJECTED)
         self._retryable = metrics.counter(metrics.WRITE_RETRYABLE_FAILURES)
         self._refused = metrics.counter(metrics.WRITE_REFUSED)
-        self._retried = metrics.counter("write_retried_rows")
-        self._batches = metrics.counter("write_batches")
-        self._latency = beam.metrics.Metrics.distribution(metrics.NAMESPACE, "write_batch_ms")
+        self._retried = metrics.counter(metrics.WRITE_RETRIED_ROWS)
+        self._batches = metrics.counter(metrics.WRITE_BATCHES)
+        self._latency = metrics.distribution(metrics.WRITE_BATCH_MS)
         # Namespaced by the DoFn class, as Beam's own I/Os do (stream/pipeline/metrics.py).
         self._throttled = beam.metrics.Metrics.counter(type(self), metrics.THROTTLING_SECONDS)
 
@@ -122,6 +116,7 @@ class _WriteFn(beam.DoFn, Generic[E]):
                 self._elements.record_ingest_time and self._target.record_ingest_time,
                 retry=self._target.retry,
                 on_throttled=self._throttled_for,
+                raw_entries=self._target.raw_entries,
             )
         return self._writers[table_id]
 
@@ -189,15 +184,10 @@ def _event_written(event: ValidEvent, table_id: str) -> Written:
     )
 
 
-def _event_rejected(event: ValidEvent, cause: BaseException | None) -> DeadLetter:
-    error = f"Bigtable rejected row {event.event.row_key()!r}: {cause}"
-    return letter(event.raw, ErrorKind.WRITE_REJECTED, error, Stage.WRITE, event.event.schema_name)
-
-
 EVENTS: _Elements[ValidEvent] = _Elements(
     row=_event_row,
     written=_event_written,
-    rejected=_event_rejected,
+    rejected=write_rejected,
     written_counter=metrics.WRITTEN,
     record_ingest_time=True,
 )
@@ -211,19 +201,11 @@ def _rollup_written(row: RollupRow, table_id: str) -> None:
     return None  # nothing to acknowledge: no message stands behind an aggregate
 
 
-def _rollup_rejected(row: RollupRow, cause: BaseException | None) -> DeadLetter:
-    """The aggregate itself, as JSON: no raw message stands behind it."""
-    body = {"row_key": row.row_key(), "values": row.values}
-    raw = RawMessage(data=json.dumps(body).encode(), attributes={"rollup": row.kind})
-    error = f"Bigtable rejected rollup row {row.row_key()!r}: {cause}"
-    return letter(raw, ErrorKind.WRITE_REJECTED, error, Stage.ROLLUP, f"rollup.{row.kind}")
-
-
 ROLLUPS: _Elements[RollupRow] = _Elements(
     row=_rollup_row,
     written=_rollup_written,
-    rejected=_rollup_rejected,
-    written_counter="rollup_rows_written",
+    rejected=rollup_rejected,
+    written_counter=metrics.ROLLUP_ROWS_WRITTEN,
     record_ingest_time=False,
 )
 

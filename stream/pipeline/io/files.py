@@ -14,7 +14,7 @@ from apache_beam.io import fileio
 from apache_beam.typehints.decorators import no_annotations
 
 from schemas.base import format_rfc3339_millis
-from stream.pipeline.acknowledge import no_acknowledgement
+from stream.pipeline.io.no_acks import no_acknowledgement
 from stream.pipeline.messages import SOURCE_MTIME_ATTRIBUTE, RawMessage
 
 
@@ -43,6 +43,24 @@ class _ReadLines(beam.DoFn):
                 )
 
 
+class ReadLines(beam.PTransform):
+    """PBegin -> PCollection[RawMessage], one per non-blank line of the matched files."""
+
+    def __init__(self, pattern: str, schema_attribute: str, schema: str) -> None:
+        super().__init__()
+        self._pattern = pattern
+        self._attribute = schema_attribute
+        self._schema = schema
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (
+            pbegin
+            | "Match" >> fileio.MatchFiles(self._pattern, empty_match_treatment="DISALLOW")
+            | "Open" >> fileio.ReadMatches()
+            | "Lines" >> beam.ParDo(_ReadLines(self._attribute, self._schema))
+        )
+
+
 class FileSource:
     """Reads `pattern` (any Beam filesystem: local paths, gs://...); nothing to acknowledge."""
 
@@ -53,18 +71,7 @@ class FileSource:
 
     def read(self) -> beam.PTransform:
         """PBegin -> PCollection[RawMessage], one per non-blank line."""
-        pattern, attribute, schema = self._pattern, self._attribute, self._schema
-
-        @beam.ptransform_fn
-        def _read(pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-            return (
-                pbegin
-                | "Match" >> fileio.MatchFiles(pattern, empty_match_treatment="DISALLOW")
-                | "Open" >> fileio.ReadMatches()
-                | "Lines" >> beam.ParDo(_ReadLines(attribute, schema))
-            )
-
-        return _read()
+        return ReadLines(self._pattern, self._attribute, self._schema)
 
     def acknowledge(self) -> beam.PTransform:
         """Nothing to acknowledge in a file."""

@@ -1,18 +1,17 @@
 """Beam's native Pub/Sub read (Dataflow, the DirectRunner), as RawMessages."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub
 from apache_beam.typehints.decorators import no_annotations
 from apache_beam.utils.timestamp import Timestamp
 
-from stream.pipeline.acknowledge import no_acknowledgement
+from schemas.base import from_epoch_micros
 from stream.pipeline.config import PubSubEndpoints
+from stream.pipeline.io.no_acks import no_acknowledgement
 from stream.pipeline.messages import RawMessage
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _from_pubsub_message(message: PubsubMessage, element_time: Timestamp | None) -> RawMessage:
@@ -25,7 +24,7 @@ def _from_pubsub_message(message: PubsubMessage, element_time: Timestamp | None)
     if publish_time is not None and not isinstance(publish_time, datetime):
         publish_time = datetime.fromtimestamp(publish_time.timestamp(), tz=UTC)
     if publish_time is None and element_time is not None:
-        publish_time = EPOCH + timedelta(microseconds=element_time.micros)
+        publish_time = from_epoch_micros(element_time.micros)
     return RawMessage(
         data=message.data or b"",
         attributes=dict(message.attributes or {}),
@@ -46,6 +45,28 @@ class _ToRawMessage(beam.DoFn):
         yield _from_pubsub_message(message, timestamp if self._publish_time_fallback else None)
 
 
+class ReadNative(beam.PTransform):
+    """PBegin -> PCollection[RawMessage], from Beam's ReadFromPubSub."""
+
+    def __init__(self, endpoints: PubSubEndpoints) -> None:
+        super().__init__()
+        self._endpoints = endpoints
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        endpoints = self._endpoints
+        return (
+            pbegin
+            | "ReadFromPubSub"
+            >> ReadFromPubSub(
+                subscription=endpoints.subscription,
+                with_attributes=True,
+                id_label=endpoints.id_label,
+                timestamp_attribute=endpoints.timestamp_attribute,
+            )
+            | "ToRawMessage" >> beam.ParDo(_ToRawMessage(endpoints.timestamp_attribute is None))
+        )
+
+
 class NativeSource:
     """Beam's native ReadFromPubSub, for Dataflow and the DirectRunner.
 
@@ -58,23 +79,7 @@ class NativeSource:
 
     def read(self) -> beam.PTransform:
         """PBegin -> PCollection[RawMessage]."""
-        endpoints = self._endpoints
-
-        @beam.ptransform_fn
-        def _read(pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-            return (
-                pbegin
-                | "ReadFromPubSub"
-                >> ReadFromPubSub(
-                    subscription=endpoints.subscription,
-                    with_attributes=True,
-                    id_label=endpoints.id_label,
-                    timestamp_attribute=endpoints.timestamp_attribute,
-                )
-                | "ToRawMessage" >> beam.ParDo(_ToRawMessage(endpoints.timestamp_attribute is None))
-            )
-
-        return _read()
+        return ReadNative(self._endpoints)
 
     def acknowledge(self) -> beam.PTransform:
         """Nothing to do: the native read acknowledged already."""

@@ -1,18 +1,14 @@
 """A Pub/Sub source for portable runners (Prism, Flink, Spark): an unbounded splittable DoFn.
 
-It pulls batches and never acknowledges: each message carries its ack id to the
-Acknowledge stage, which acks it once its row or dead letter is stored. Every pulled
-message is held by the process's lease keeper (stream/pipeline/leases.py) until then: its
-lease is extended while the write backs off, and given back at once if the bundle fails.
-Why, and the runner facts behind each choice here: stream/DESIGN.md, "The pull source on
-Prism".
+It pulls batches and never acknowledges: each message carries its ack id to the Acknowledge
+stage, and is held by the lease keeper until then. Why each choice: stream/DESIGN.md, "The
+pull source on Prism".
 """
 
 import logging
 import time
 import warnings
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -26,11 +22,14 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from google.api_core import exceptions as gexc
 from google.api_core.retry import exponential_sleep_generator
 from google.cloud import pubsub_v1
+from google.pubsub_v1 import PullResponse
 
-from stream.pipeline import leases, metrics
-from stream.pipeline.acknowledge import AcknowledgeFn
+from schemas.base import from_epoch_micros
+from stream.pipeline import metrics
 from stream.pipeline.config import PubSubEndpoints
-from stream.pipeline.io import clients
+from stream.pipeline.io import clients, leases
+from stream.pipeline.io.pubsub_ack import AcknowledgeFn
+from stream.pipeline.io.pubsub_calls import TRANSIENT_PUBSUB_ERRORS
 from stream.pipeline.messages import RawMessage
 
 UNBOUNDED = 2**62
@@ -82,7 +81,6 @@ class _Watermarks(WatermarkEstimatorProvider):
         return ManualWatermarkEstimator(state)
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RESTRICTION = beam.DoFn.RestrictionParam(_PullRestrictions())
 _WATERMARK = beam.DoFn.WatermarkEstimatorParam(_Watermarks())
 
@@ -96,7 +94,7 @@ def _to_raw(received: Any) -> tuple[RawMessage, Timestamp]:
         data=message.data,
         attributes=dict(message.attributes),
         message_id=message.message_id,
-        publish_time=EPOCH + timedelta(microseconds=micros),
+        publish_time=from_epoch_micros(micros),
         ack_id=received.ack_id,
     )
     return raw, Timestamp(micros=micros)
@@ -116,15 +114,19 @@ class PullMessagesFn(beam.DoFn):
     _subscriber: pubsub_v1.SubscriberClient  # from setup(): shared per process
     _leases: leases.LeaseKeeper  # from setup(): shared per process and subscription
 
-    def __init__(self, endpoints: PubSubEndpoints) -> None:
+    def __init__(
+        self, endpoints: PubSubEndpoints, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """`clock`: monotonic seconds, for the fill's deadline (tests pass a fake)."""
         self._endpoints = endpoints
-        self._pulled = metrics.counter("pulled")
-        self._empty = metrics.counter("empty_pulls")
+        self._clock = clock
+        self._pulled = metrics.counter(metrics.PULLED)
+        self._empty = metrics.counter(metrics.EMPTY_PULLS)
         self._failed = metrics.counter(metrics.PULL_FAILURES)
         self._redelivered = metrics.counter(metrics.REDELIVERED_WHILE_HELD)
-        self._lag = beam.metrics.Metrics.gauge(metrics.NAMESPACE, "source_lag_ms")
-        self._fill_gauge = beam.metrics.Metrics.gauge(metrics.NAMESPACE, "pull_fill_percent")
-        self._held = beam.metrics.Metrics.gauge(metrics.NAMESPACE, metrics.LEASES_HELD)
+        self._lag = metrics.gauge(metrics.SOURCE_LAG_MS)
+        self._fill_gauge = metrics.gauge(metrics.PULL_FILL_PERCENT)
+        self._held = metrics.gauge(metrics.LEASES_HELD)
 
     def setup(self) -> None:
         self._subscriber = clients.subscriber()
@@ -158,7 +160,7 @@ class PullMessagesFn(beam.DoFn):
                 )
         except gexc.DeadlineExceeded:
             return []  # nothing arrived in time: try again after a checkpoint
-        return list(response._pb.received_messages)  # raw protobuf: see _to_raw
+        return list(PullResponse.pb(response).received_messages)  # raw protobuf: see _to_raw
 
     def _fill(self, at_hand_only: bool = False) -> list[Any]:
         """One batch: pull, then keep pulling briefly until `pull_max_messages` are in hand.
@@ -170,11 +172,11 @@ class PullMessagesFn(beam.DoFn):
         """
         wanted = self._endpoints.pull_max_messages
         received = self._pull(wanted, at_hand_only)  # a long poll, unless told otherwise
-        deadline = time.monotonic() + self._endpoints.pull_fill.total_seconds()
-        while received and len(received) < wanted and time.monotonic() < deadline:
+        deadline = self._clock() + self._endpoints.pull_fill.total_seconds()
+        while received and len(received) < wanted and self._clock() < deadline:
             try:
                 more = self._pull(wanted - len(received), at_hand_only=True)
-            except leases.TRANSIENT_PUBSUB_ERRORS:
+            except TRANSIENT_PUBSUB_ERRORS:
                 break  # keep what is in hand; the next pull tells whether Pub/Sub is back
             if not more:
                 break
@@ -223,7 +225,7 @@ class PullMessagesFn(beam.DoFn):
             return
         try:
             received = self._fill(at_hand_only=self._yielded)
-        except leases.TRANSIENT_PUBSUB_ERRORS as exc:
+        except TRANSIENT_PUBSUB_ERRORS as exc:
             # The watermark stays: what is waiting in the subscription is not known now.
             tracker.defer_remainder(self._pull_failed(exc))
             return
@@ -251,6 +253,26 @@ class PullMessagesFn(beam.DoFn):
         tracker.defer_remainder()
 
 
+class PullMessages(beam.PTransform):
+    """PBegin -> PCollection[RawMessage], each carrying its ack id: `readers` pullers."""
+
+    def __init__(self, endpoints: PubSubEndpoints) -> None:
+        super().__init__()
+        self._endpoints = endpoints
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (
+            pbegin
+            | "Start" >> beam.Impulse()
+            | "Readers" >> beam.FlatMap(_readers, self._endpoints.readers)
+            | "Pull" >> beam.ParDo(PullMessagesFn(self._endpoints))
+        )
+
+
+def _readers(_: bytes, count: int) -> Iterable[int]:
+    return range(count)
+
+
 class PullSource:
     """Source for portable runners: `readers` concurrent pullers, acks after the write."""
 
@@ -259,18 +281,7 @@ class PullSource:
 
     def read(self) -> beam.PTransform:
         """PBegin -> PCollection[RawMessage] (each carrying its ack id)."""
-        endpoints = self._endpoints
-
-        @beam.ptransform_fn
-        def _read(pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-            return (
-                pbegin
-                | "Start" >> beam.Impulse()
-                | "Readers" >> beam.FlatMap(lambda _: range(endpoints.readers))
-                | "Pull" >> beam.ParDo(PullMessagesFn(endpoints))
-            )
-
-        return _read()
+        return PullMessages(self._endpoints)
 
     def acknowledge(self) -> beam.PTransform:
         """PCollection[ack id] -> acknowledged in Pub/Sub (and their leases retired)."""

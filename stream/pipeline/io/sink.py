@@ -3,8 +3,8 @@
 import apache_beam as beam
 
 from stream.pipeline.config import BigtableTarget
-from stream.pipeline.deadletters import PublishDeadLettersFn
 from stream.pipeline.io.bigtable import WriteRollups, WriteRows
+from stream.pipeline.io.deadletter_topic import PublishDeadLettersFn
 
 
 class BigtableSink:

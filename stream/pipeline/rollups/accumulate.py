@@ -22,9 +22,9 @@ from apache_beam.utils.timestamp import Timestamp
 
 from stream.pipeline import metrics
 from stream.pipeline.rollups.accumulators import Accumulator, new_accumulator
-from stream.pipeline.rollups.gate import WindowMembers
-from stream.pipeline.rollups.preaggregate import windowing
+from stream.pipeline.rollups.gate import WindowKey, WindowMembers
 from stream.pipeline.rollups.rows import RollupRow, rollup_row
+from stream.pipeline.rollups.windows import Windowing
 
 STATE_SAMPLE_EVERY = 64  # state writes between two measurements of its serialised size
 
@@ -49,15 +49,14 @@ class Accumulate(beam.DoFn):
     """RollupRows: a window's first value when due, then one per change until it closes."""
 
     def __init__(self, window: timedelta, lateness: timedelta) -> None:
-        self._windowing = windowing(window, lateness)
-        self._panes = metrics.counter("rollup_panes")
-        self._state_bytes = beam.metrics.Metrics.distribution(
-            metrics.NAMESPACE, "rollup_state_bytes_per_event"
-        )
+        self._windowing = Windowing.of(window, lateness)
+        self._panes = metrics.counter(metrics.ROLLUP_PANES)
+        self._state_bytes = metrics.distribution(metrics.ROLLUP_STATE_BYTES_PER_EVENT)
         self._writes = 0
 
-    def _row(self, kind: str, key: str, start: int, window: OpenWindow) -> RollupRow:
-        row = rollup_row(kind, key, window.acc, start, self._windowing.end(start), window.update)
+    def _row(self, key: WindowKey, window: OpenWindow) -> RollupRow:
+        kind, name, start = key
+        row = rollup_row(kind, name, window.acc, start, self._windowing.end(start), window.update)
         window.update += 1
         self._panes.inc()
         return row
@@ -74,7 +73,8 @@ class Accumulate(beam.DoFn):
     def process(
         self, element: WindowMembers, stored: Any = _STATE, due: Any = _DUE, close: Any = _CLOSE
     ) -> Iterator[RollupRow]:
-        (kind, key, start), members = element
+        key, members = element
+        kind, _, start = key
         window: OpenWindow | None = stored.read()
         if window is None:
             window = OpenWindow(new_accumulator(kind))
@@ -82,22 +82,25 @@ class Accumulate(beam.DoFn):
             close.set(Timestamp(micros=self._windowing.expiry(start)))
         changed = [window.acc.add(item.fact) for item in members]
         if window.update > 0 and any(changed):  # a late update of a window already out
-            yield self._row(kind, key, start, window)
+            yield self._row(key, window)
         self._save(window, stored)
+
+    @staticmethod
+    def _not_out_yet(stored: Any) -> OpenWindow | None:
+        """The window held in `stored` if its first value has not been emitted."""
+        window: OpenWindow | None = stored.read()
+        return window if window is not None and window.update == 0 else None
 
     @userstate.on_timer(DUE)
     def on_due(self, key: Any = beam.DoFn.KeyParam, stored: Any = _STATE) -> Iterator[RollupRow]:
-        kind, name, start = key
-        window: OpenWindow | None = stored.read()
-        if window is not None and window.update == 0:
-            yield self._row(kind, name, start, window)
+        window = self._not_out_yet(stored)
+        if window is not None:
+            yield self._row(tuple(key), window)
             self._save(window, stored)
 
     @userstate.on_timer(CLOSE)
     def on_close(self, key: Any = beam.DoFn.KeyParam, stored: Any = _STATE) -> Iterator[RollupRow]:
-        kind, name, start = key
-        window: OpenWindow | None = stored.read()
-        if window is not None and window.update == 0:
-            # Opened after its closing time, both timers due at once, in either order.
-            yield self._row(kind, name, start, window)
+        window = self._not_out_yet(stored)
+        if window is not None:  # opened after its closing time: both timers due at once
+            yield self._row(tuple(key), window)
         stored.clear()

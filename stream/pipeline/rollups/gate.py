@@ -25,11 +25,13 @@ from apache_beam.utils.timestamp import Timestamp
 
 from stream.pipeline import metrics
 from stream.pipeline.rollups.facts import Member
-from stream.pipeline.rollups.preaggregate import Grouped, windowing
+from stream.pipeline.rollups.preaggregate import Grouped
+from stream.pipeline.rollups.windows import Windowing
 
 TOO_LATE = "too_late"
-# ((kind, key, window start micros), members): what a window's accumulation receives.
-WindowMembers = tuple[tuple[str, str, int], list[Member]]
+WindowKey = tuple[str, str, int]  # (kind, domain or device, window start micros)
+# What a window's accumulation receives.
+WindowMembers = tuple[WindowKey, list[Member]]
 
 # (closed up to, pending closing times), micros: a few dozen integers per key at most.
 GATE = userstate.ReadModifyWriteStateSpec("gate", PickleCoder())
@@ -42,8 +44,8 @@ class Gate(beam.DoFn):
     """Main output: WindowMembers to accumulate; tagged `too_late`: (kind, key, start, member)."""
 
     def __init__(self, window: timedelta, lateness: timedelta) -> None:
-        self._windowing = windowing(window, lateness)
-        self._too_late = metrics.counter("rollup_too_late")
+        self._windowing = Windowing.of(window, lateness)
+        self._too_late = metrics.counter(metrics.ROLLUP_TOO_LATE)
         # key -> (closed up to, pending): read once per key and bundle (stream/DESIGN.md).
         self._seen: dict[tuple[str, str], tuple[int, set[int]]] = {}
 

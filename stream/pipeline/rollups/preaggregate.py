@@ -24,19 +24,11 @@ Grouped = tuple[tuple[str, str], dict[int, list[Member]]]
 MAX_BUFFERED = 20_000  # members held before an early flush (bounds memory on large bundles)
 
 
-def windowing(window: timedelta, lateness: timedelta) -> Windowing:
-    """The rollups' windowing in whole milliseconds."""
-    return Windowing(
-        size=int(window.total_seconds() * 1000) * MS,
-        lateness=int(lateness.total_seconds() * 1000) * MS,
-    )
-
-
 class PreAggregate(beam.DoFn):
     """Buffers the bundle's facts per (kind, key) and window; emits one element per key."""
 
     def __init__(self, window: timedelta, lateness: timedelta) -> None:
-        self._windowing = windowing(window, lateness)
+        self._windowing = Windowing.of(window, lateness)
         self._buffer: dict[tuple[str, str], dict[int, list[Member]]] = {}
         self._buffered = 0
 

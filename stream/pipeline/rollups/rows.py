@@ -8,9 +8,9 @@ the sink writes updates out of order.
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
-from schemas.base import Cell, TableSpec, epoch_millis, format_rfc3339_millis
+from schemas.base import Cell, TableSpec, epoch_millis, format_rfc3339_millis, from_epoch_micros
 from stream.pipeline.rollups.accumulators import Accumulator
 
 CONSENT_FAMILY = "consent"
@@ -18,7 +18,6 @@ TELEMETRY_FAMILY = "telemetry"
 ROLLUP_TABLE = TableSpec(
     group="rollup", default_table_id="scale-rollups", families=(CONSENT_FAMILY, TELEMETRY_FAMILY)
 )
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +56,8 @@ def rollup_row(
     return RollupRow(
         kind=kind,
         key=key,
-        window_start=EPOCH + timedelta(microseconds=start_micros),
-        window_end=EPOCH + timedelta(microseconds=end_micros),
+        window_start=from_epoch_micros(start_micros),
+        window_end=from_epoch_micros(end_micros),
         values=values,
         update=update,
     )

@@ -18,20 +18,17 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.typehints.decorators import no_annotations
-from apache_beam.utils.timestamp import Timestamp
 
-from schemas.base import format_rfc3339_millis
-from stream.pipeline.deadletters import letter
-from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage
+from stream.pipeline.letters import too_late
+from stream.pipeline.messages import DeadLetter
 from stream.pipeline.outputs import RollupOutputs
 from stream.pipeline.rollups.accumulate import Accumulate
 from stream.pipeline.rollups.facts import Member
 from stream.pipeline.rollups.gate import TOO_LATE, Gate
 from stream.pipeline.rollups.preaggregate import PreAggregate
-from stream.pipeline.rollups.windows import MS
 
 # Any resource hint gives transforms an environment of their own, and Prism a worker for it
-# (stream/launch/workers.py); Prism ignores the value, and it is true of these stages.
+# (stream/launch/patches.py); Prism ignores the value, and it is true of these stages.
 ROLLUP_HINTS = {"min_ram": "1GB"}
 
 
@@ -43,22 +40,14 @@ class _TooLateLetter(beam.DoFn):
     @no_annotations
     def process(self, element: tuple[str, str, int, Member]) -> Iterator[DeadLetter]:
         kind, key, _start, item = element
-        event_time = Timestamp(micros=item.event_ms * MS).to_utc_datetime(has_tz=True)
-        error = (
-            f"event time {format_rfc3339_millis(event_time)} of {kind} {key!r} arrived "
-            f"after its {self._window.total_seconds():.0f}s window closed (allowed "
-            f"lateness {self._lateness.total_seconds():.0f}s): the rollup excludes it; "
-            "its row was written"
-        )
-        raw = RawMessage(data=item.data, attributes=item.attributes, message_id=item.message_id)
-        yield letter(raw, ErrorKind.TOO_LATE, error, Stage.ROLLUP, item.schema)
+        yield too_late(kind, key, item, self._window, self._lateness)
 
 
 class Rollups(beam.PTransform):
     """RollupOutputs: per-window aggregate rows, and the events too late for them."""
 
     def __init__(self, window: timedelta, lateness: timedelta, own_worker: bool = False) -> None:
-        """`own_worker`: the keyed stages in an SDK worker of their own (stream/launch/workers)."""
+        """`own_worker`: the keyed stages in an SDK worker of their own (stream/launch/patches)."""
         super().__init__()
         self._window = window
         self._lateness = lateness

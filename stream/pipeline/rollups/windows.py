@@ -6,6 +6,7 @@ last millisecond), and it closes (takes no more late data) `lateness` after that
 """
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 MS = 1000  # microseconds
 
@@ -16,6 +17,14 @@ class Windowing:
 
     size: int
     lateness: int
+
+    @classmethod
+    def of(cls, window: timedelta, lateness: timedelta) -> "Windowing":
+        """The windowing of `--window_seconds` and `--allowed_lateness_seconds`, in whole ms."""
+        return cls(
+            size=int(window.total_seconds() * 1000) * MS,
+            lateness=int(lateness.total_seconds() * 1000) * MS,
+        )
 
     def start(self, event_ms: int) -> int:
         """The start (micros) of the window holding an event time (ms)."""

@@ -1,15 +1,7 @@
-"""Leases of the messages the pull source holds: extended while worked on, released on the way down.
+"""Leases of the messages the pull source holds: extended while worked on, given back on failure.
 
-The pull source registers every message it pulls (`hold`); the ack stage retires it once
-acknowledged (`done`). A daemon thread per process and subscription extends the ack
-deadline of every message still held before it can run out (ModifyAckDeadline), up to
-`--max_lease_seconds` after the pull, so a write that backs off for minutes never lets
-Pub/Sub redeliver a message still being worked on. When a bundle fails (the pull DoFn's
-teardown), a local job ends (the launcher) or the process exits, what it still holds is
-released with an ack deadline of 0: redelivered at once, not after the subscription's
-deadline. Pub/Sub's streaming-pull client keeps leases the same way (its Leaser, with a
-one-hour `max_lease_duration`), but only inside its StreamingPullManager; the pull source
-uses the synchronous Pull API, hence this module.
+Why a keeper of our own (the synchronous Pull API has none) and its timings: stream/DESIGN.md,
+"Backoff in place and leases".
 """
 
 import atexit
@@ -23,11 +15,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from google.api_core import exceptions as gexc
-from google.api_core.retry import Retry, if_exception_type
 from google.cloud import pubsub_v1
 
 from stream.pipeline.io import clients
+from stream.pipeline.io.pubsub_calls import PUBSUB_CALL_ERRORS, ack_id_chunks, pubsub_retry
 
 # Pub/Sub's shortest ack deadline: whatever the subscription says, a pulled message is
 # leased at least this long. The first extension comes well before it.
@@ -36,31 +27,8 @@ FIRST_EXTENSION_AFTER_SECONDS = 3.0
 EXTEND_BY_SECONDS = 60  # what each extension asks for (Pub/Sub allows 0 to 600)
 RENEW_BEFORE_SECONDS = 20.0  # extend again when less than this is left
 TICK_SECONDS = 1.0
-ACK_IDS_PER_REQUEST = 1000
 RELEASE_TIMEOUT_SECONDS = 10.0
-# Transient for Pub/Sub's Acknowledge / ModifyAckDeadline / Pull: the codes the Pub/Sub
-# client retries for any of its calls (its publish and streaming-pull defaults).
-TRANSIENT_PUBSUB_ERRORS: tuple[type[Exception], ...] = (
-    gexc.Aborted,
-    gexc.Cancelled,
-    gexc.DeadlineExceeded,
-    gexc.InternalServerError,
-    gexc.ResourceExhausted,
-    gexc.ServiceUnavailable,
-    gexc.Unknown,
-)
 _LOG = logging.getLogger(__name__)
-
-
-def pubsub_retry(timeout: float) -> Retry:
-    """api-core's retry (exponential backoff, full jitter) on transient Pub/Sub errors."""
-    return Retry(
-        predicate=if_exception_type(*TRANSIENT_PUBSUB_ERRORS),
-        initial=0.1,
-        maximum=5.0,
-        multiplier=2.0,
-        timeout=timeout,
-    )
 
 
 @dataclass(slots=True)
@@ -154,11 +122,6 @@ class Leases:
         return chosen
 
 
-def _chunks(ack_ids: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(ack_ids), ACK_IDS_PER_REQUEST):
-        yield ack_ids[start : start + ACK_IDS_PER_REQUEST]
-
-
 class LeaseKeeper:
     """This process's leases on one subscription; a daemon thread extends them in time."""
 
@@ -212,11 +175,11 @@ class LeaseKeeper:
         with self._lock:
             chosen = self._leases.take(owner, ack_ids)
         released = 0
-        for chunk in _chunks(chosen):
+        for chunk in ack_id_chunks(chosen):
             try:
                 self._modify(chunk, 0, RELEASE_TIMEOUT_SECONDS)
                 released += len(chunk)
-            except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+            except PUBSUB_CALL_ERRORS as exc:
                 _LOG.warning(
                     "leases: could not release %d messages (%s); they are redelivered when "
                     "their lease runs out",
@@ -241,10 +204,10 @@ class LeaseKeeper:
             )
         extended = 0
         for seconds, ack_ids in renewal.extend.items():
-            for chunk in _chunks(ack_ids):
+            for chunk in ack_id_chunks(ack_ids):
                 try:
                     self._modify(chunk, seconds, float(RENEW_BEFORE_SECONDS) / 2)
-                except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+                except PUBSUB_CALL_ERRORS as exc:
                     _LOG.warning("leases: extending %d failed, tried again: %s", len(chunk), exc)
                     continue  # still due: the next round tries again
                 with self._lock:

@@ -1,0 +1,242 @@
+"""PullMessagesFn alone: how a batch is filled, and what one process() call does with it.
+
+A fake subscriber answers each pull from a script with the client's own response types; a
+fake clock moves a fixed step per pull. Leases go to a real LeaseKeeper on the fake.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from apache_beam.io.restriction_trackers import OffsetRange
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+from apache_beam.utils.timestamp import Timestamp
+from google.api_core import exceptions as gexc
+from google.protobuf.timestamp_pb2 import Timestamp as ProtoTimestamp
+from google.pubsub_v1 import PubsubMessage, PullResponse, ReceivedMessage
+
+from stream.pipeline.config import PubSubEndpoints
+from stream.pipeline.io import clients, leases
+from stream.pipeline.io.pubsub_pull import UNBOUNDED, PullMessagesFn, _Pulls
+from stream.pipeline.messages import RawMessage
+
+SUBSCRIPTION = "projects/local-project/subscriptions/unit-pull"
+PUBLISHED = datetime(2026, 11, 24, 6, 40, 53, 123456, tzinfo=UTC)
+Answer = int | Exception  # how many messages a pull returns, or what it raises
+
+
+@dataclass
+class FakeSubscriber:
+    """Pull answers from a script (then empty); a clock step per pull; every request kept."""
+
+    answers: list[Answer]
+    clock: "FakeClock"
+    step: float = 0.02
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    modified: list[tuple[list[str], int]] = field(default_factory=list)
+    _next_id: int = 0
+
+    def pull(self, request: dict[str, Any], timeout: float) -> PullResponse:
+        self.requests.append(request)
+        self.clock.now += self.step
+        answer = self.answers.pop(0) if self.answers else 0
+        if isinstance(answer, Exception):
+            raise answer
+        count = min(answer, request["max_messages"])
+        return PullResponse(received_messages=[self._message() for _ in range(count)])
+
+    def modify_ack_deadline(self, request: dict[str, Any], **_: Any) -> None:
+        self.modified.append((list(request["ack_ids"]), request["ack_deadline_seconds"]))
+
+    def _message(self) -> ReceivedMessage:
+        self._next_id += 1
+        n = self._next_id
+        stamp = ProtoTimestamp()
+        stamp.FromDatetime(PUBLISHED + timedelta(milliseconds=n))
+        return ReceivedMessage(
+            ack_id=f"ack-{n}",
+            message=PubsubMessage(
+                data=b'{"n": %d}' % n,
+                attributes={"schema": "consent.v1"},
+                message_id=f"m-{n}",
+                publish_time=stamp,
+            ),
+        )
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def pull_fn(
+    monkeypatch: pytest.MonkeyPatch,
+    subscriber: FakeSubscriber,
+    max_messages: int = 1000,
+    fill: timedelta = timedelta(milliseconds=100),
+) -> tuple[PullMessagesFn, leases.LeaseKeeper]:
+    keeper = leases.LeaseKeeper(SUBSCRIPTION, subscriber)
+    monkeypatch.setattr(clients, "subscriber", lambda: subscriber)
+    monkeypatch.setattr(leases, "keeper", lambda subscription: keeper)
+    endpoints = PubSubEndpoints(
+        subscription=SUBSCRIPTION,
+        dead_letter_topic="projects/local-project/topics/unit-dlq",
+        pull_max_messages=max_messages,
+        pull_fill=fill,
+    )
+    fn = PullMessagesFn(endpoints, clock=subscriber.clock)
+    fn.setup()
+    return fn, keeper
+
+
+def asked(subscriber: FakeSubscriber) -> list[tuple[int, bool]]:
+    """(max_messages, return_immediately) of every pull."""
+    return [(r["max_messages"], r["return_immediately"]) for r in subscriber.requests]
+
+
+def test_a_full_first_pull_is_the_batch(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
+    subscriber = FakeSubscriber([100], clock)
+    fn, _ = pull_fn(monkeypatch, subscriber, max_messages=100)
+    assert len(fn._fill()) == 100
+    assert asked(subscriber) == [(100, False)]  # one long poll, nothing to top up
+
+
+def test_a_partial_pull_is_topped_up_with_what_is_at_hand(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    subscriber = FakeSubscriber([100, 100, 100, 30], clock)
+    fn, _ = pull_fn(monkeypatch, subscriber, max_messages=250)
+    assert len(fn._fill()) == 250
+    # The first pull waits for messages; top-ups ask for the rest and never wait.
+    assert asked(subscriber) == [(250, False), (150, True), (50, True)]
+
+
+def test_the_fill_ends_when_nothing_more_is_at_hand(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    subscriber = FakeSubscriber([40, 0, 100], clock)
+    fn, _ = pull_fn(monkeypatch, subscriber)
+    assert len(fn._fill()) == 40
+    assert len(subscriber.requests) == 2
+
+
+def test_the_fill_ends_at_its_deadline(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
+    # Each pull takes 40 ms; top-ups may start until 100 ms after the first pull came back:
+    # at 0, 40 and 80 ms of the fill, not at 120.
+    subscriber = FakeSubscriber([10] * 10, clock, step=0.04)
+    fn, _ = pull_fn(monkeypatch, subscriber)
+    assert len(fn._fill()) == 40
+    assert len(subscriber.requests) == 4
+
+
+def test_no_fill_waits_when_the_first_pull_is_empty(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    subscriber = FakeSubscriber([0, 100], clock)
+    fn, _ = pull_fn(monkeypatch, subscriber)
+    assert fn._fill() == []
+    assert len(subscriber.requests) == 1
+
+
+def test_a_failed_top_up_keeps_what_is_in_hand(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    subscriber = FakeSubscriber([60, gexc.ServiceUnavailable("blip"), 100], clock)
+    fn, _ = pull_fn(monkeypatch, subscriber)
+    assert len(fn._fill()) == 60
+    assert len(subscriber.requests) == 2
+
+
+def test_a_long_poll_that_times_out_is_an_empty_pull(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    subscriber = FakeSubscriber([gexc.DeadlineExceeded("no message in time")], clock)
+    fn, _ = pull_fn(monkeypatch, subscriber)
+    assert fn._fill() == []
+
+
+def test_after_a_batch_in_the_bundle_no_pull_waits(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    subscriber = FakeSubscriber([5, 0], clock)
+    fn, _ = pull_fn(monkeypatch, subscriber)
+    fn._fill(at_hand_only=True)
+    assert asked(subscriber) == [(1000, True), (995, True)]
+
+
+def _tracker() -> ThreadsafeRestrictionTracker:
+    return ThreadsafeRestrictionTracker(_Pulls(OffsetRange(0, UNBOUNDED)))
+
+
+def _process(
+    fn: PullMessagesFn,
+) -> tuple[list[Any], ThreadsafeRestrictionTracker, ManualWatermarkEstimator]:
+    """One process() call as the SDK makes it: the tracker in its thread-safe view."""
+    tracker = _tracker()
+    watermark = ManualWatermarkEstimator(None)
+    out = list(fn.process(0, tracker=RestrictionTrackerView(tracker), watermark=watermark))
+    return out, tracker, watermark
+
+
+def test_a_batch_is_held_before_any_message_goes_downstream(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    subscriber = FakeSubscriber([3], clock)
+    fn, keeper = pull_fn(monkeypatch, subscriber)
+    tracker = _tracker()
+    watermark = ManualWatermarkEstimator(None)
+    held_at_first: list[int] = []
+    view = RestrictionTrackerView(tracker)
+    elements: Iterator[Any] = fn.process(0, tracker=view, watermark=watermark)
+    first = next(elements)
+    held_at_first.append(keeper.held)
+    rest = list(elements)
+    try:
+        assert held_at_first == [3]
+        messages: list[RawMessage] = [first.value, *(e.value for e in rest)]
+        assert [m.ack_id for m in messages] == ["ack-1", "ack-2", "ack-3"]
+        assert messages[0].publish_time == PUBLISHED + timedelta(milliseconds=1)
+        assert first.timestamp == Timestamp.from_utc_datetime(messages[0].publish_time)
+        # The watermark: the oldest publish time of the batch.
+        assert watermark.current_watermark() == first.timestamp
+        # One pull round claimed, the rest checkpointed to resume at once.
+        residual, delay = tracker.deferred_status()
+        assert (residual.start, delay.micros) == (1, 0)
+    finally:
+        keeper.stop()
+
+
+def test_a_failed_pull_defers_the_reader_and_keeps_the_watermark(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    subscriber = FakeSubscriber([gexc.ServiceUnavailable("down")], clock)
+    fn, keeper = pull_fn(monkeypatch, subscriber)
+    out, tracker, watermark = _process(fn)
+    assert out == [] and keeper.held == 0
+    assert watermark.current_watermark() is None
+    _, delay = tracker.deferred_status()
+    assert 0 <= delay.micros <= 200_000  # the first backoff: uniform(0, 0.2 s)
+
+
+def test_a_failing_reader_gives_back_what_it_holds_when_torn_down(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    subscriber = FakeSubscriber([2], clock)
+    fn, keeper = pull_fn(monkeypatch, subscriber)
+    _process(fn)
+    assert keeper.held == 2
+    fn.teardown()  # the SDK discards a DoFn whose bundle failed
+    assert keeper.held == 0
+    assert subscriber.modified == [(["ack-1", "ack-2"], 0)]
+    keeper.stop()
