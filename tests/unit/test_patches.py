@@ -9,6 +9,7 @@ import ast
 import inspect
 import subprocess
 import sys
+import tomllib
 from datetime import timedelta
 from pathlib import Path
 
@@ -290,3 +291,9 @@ def test_fresh_metrics_reads_the_job_service_at_every_call(
     result.metrics()
     result.metrics()
     assert service.calls == 3
+
+
+def test_the_project_pins_the_versions_the_patches_were_written_for() -> None:
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"apache-beam[gcp]=={patches.BEAM_VERSIONS[-1]}" in dependencies
+    assert f"google-cloud-bigtable{client_patches.VERSIONS}" in dependencies
