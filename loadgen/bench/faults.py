@@ -46,7 +46,6 @@ from stream.pipeline.tables import TABLES
 from tests.faults.proxy import FaultProxy
 
 PROJECT = names.LOCAL_PROJECT
-CONSENT = TABLES["consent"].default_table_id
 _THROTTLED = re.compile(r"status: .* throttled=(\d+)s")
 _PEAK = re.compile(r"leases: extended .* peak: (\d+)\)")
 

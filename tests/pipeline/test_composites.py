@@ -98,13 +98,6 @@ def consent_at(
     return TimestampedValue(consent_event(raw), at(moment))
 
 
-def keyed(domain: str, message_id: str, seconds: float) -> TimestampedValue:
-    """What the gate receives: ((kind, key), (fact, message id, data, attributes, schema))."""
-    fact = (USER_A, int(seconds * 1000), ("essential-1",))
-    element: Any = (("consent", domain), (fact, message_id, b"{}", {}, "consent.v1"))
-    return TimestampedValue(element, t0_plus(seconds))
-
-
 def batch_pipeline() -> beam.Pipeline:
     return test_pipeline.TestPipeline(runner="BundleBasedDirectRunner")
 
@@ -120,11 +113,6 @@ def steps_inside(pipeline: beam.Pipeline, composite: str) -> set[str]:
     transforms = pipeline.to_runner_api().components.transforms
     (outer,) = [t for t in transforms.values() if t.unique_name == composite]
     return {transforms[step].unique_name for step in outer.subtransforms}
-
-
-def micros_and_id(element: Any, timestamp: Any = beam.DoFn.TimestampParam) -> tuple[str, int]:
-    """A gate element's message id and its element timestamp (epoch microseconds)."""
-    return element[1][1], timestamp.micros
 
 
 # --- ParseAndValidate -----------------------------------------------------------------------
