@@ -14,9 +14,6 @@ from datetime import timedelta
 
 from schemas.base import format_rfc3339_millis, from_epoch_micros
 from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage, ValidEvent
-from stream.pipeline.rollups.facts import Member
-from stream.pipeline.rollups.rows import RollupRow
-from stream.pipeline.rollups.windows import MS
 
 ATTRIBUTE_PREFIX = "deadletter_"
 MAX_ATTRIBUTES = 100  # Pub/Sub's limit per message
@@ -56,27 +53,34 @@ def write_rejected(event: ValidEvent, cause: BaseException | None) -> DeadLetter
     return letter(event.raw, ErrorKind.WRITE_REJECTED, error, Stage.WRITE, event.event.schema_name)
 
 
-def rollup_rejected(row: RollupRow, cause: BaseException | None) -> DeadLetter:
+def rollup_rejected(
+    kind: str, row_key: str, values: Mapping[str, str], cause: BaseException | None
+) -> DeadLetter:
     """The letter of a rollup row Bigtable refused for good: the aggregate itself, as JSON."""
-    body = {"row_key": row.row_key(), "values": row.values}
-    raw = RawMessage(data=json.dumps(body).encode(), attributes={ROLLUP_ATTRIBUTE: row.kind})
-    error = f"Bigtable rejected rollup row {row.row_key()!r}: {cause}"
-    return letter(raw, ErrorKind.WRITE_REJECTED, error, Stage.ROLLUP, f"rollup.{row.kind}")
+    body = {"row_key": row_key, "values": dict(values)}
+    raw = RawMessage(data=json.dumps(body).encode(), attributes={ROLLUP_ATTRIBUTE: kind})
+    error = f"Bigtable rejected rollup row {row_key!r}: {cause}"
+    return letter(raw, ErrorKind.WRITE_REJECTED, error, Stage.ROLLUP, f"rollup.{kind}")
 
 
 def too_late(
-    kind: str, key: str, item: Member, window: timedelta, lateness: timedelta
+    kind: str,
+    key: str,
+    event_ms: int,
+    raw: RawMessage,
+    schema: str,
+    window: timedelta,
+    lateness: timedelta,
 ) -> DeadLetter:
     """The letter of an event that reached its rollup after the window closed (row written)."""
-    event_time = from_epoch_micros(item.event_ms * MS)
+    event_time = from_epoch_micros(event_ms * 1000)
     error = (
         f"event time {format_rfc3339_millis(event_time)} of {kind} {key!r} arrived "
         f"after its {window.total_seconds():.0f}s window closed (allowed "
         f"lateness {lateness.total_seconds():.0f}s): the rollup excludes it; "
         "its row was written"
     )
-    raw = RawMessage(data=item.data, attributes=item.attributes, message_id=item.message_id)
-    return letter(raw, ErrorKind.TOO_LATE, error, Stage.ROLLUP, item.schema)
+    return letter(raw, ErrorKind.TOO_LATE, error, Stage.ROLLUP, schema)
 
 
 def dead_letter_message(letter: DeadLetter) -> tuple[bytes, dict[str, str]]:

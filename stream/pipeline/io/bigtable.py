@@ -201,10 +201,14 @@ def _rollup_written(row: RollupRow, table_id: str) -> None:
     return None  # nothing to acknowledge: no message stands behind an aggregate
 
 
+def _rollup_rejected(row: RollupRow, cause: BaseException | None) -> DeadLetter:
+    return rollup_rejected(row.kind, row.row_key(), row.values, cause)
+
+
 ROLLUPS: _Elements[RollupRow] = _Elements(
     row=_rollup_row,
     written=_rollup_written,
-    rejected=rollup_rejected,
+    rejected=_rollup_rejected,
     written_counter=metrics.ROLLUP_ROWS_WRITTEN,
     record_ingest_time=False,
 )

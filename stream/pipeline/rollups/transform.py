@@ -20,7 +20,7 @@ import apache_beam as beam
 from apache_beam.typehints.decorators import no_annotations
 
 from stream.pipeline.letters import too_late
-from stream.pipeline.messages import DeadLetter
+from stream.pipeline.messages import DeadLetter, RawMessage
 from stream.pipeline.outputs import RollupOutputs
 from stream.pipeline.rollups.accumulate import Accumulate
 from stream.pipeline.rollups.facts import Member
@@ -40,7 +40,8 @@ class _TooLateLetter(beam.DoFn):
     @no_annotations
     def process(self, element: tuple[str, str, int, Member]) -> Iterator[DeadLetter]:
         kind, key, _start, item = element
-        yield too_late(kind, key, item, self._window, self._lateness)
+        raw = RawMessage(data=item.data, attributes=item.attributes, message_id=item.message_id)
+        yield too_late(kind, key, item.event_ms, raw, item.schema, self._window, self._lateness)
 
 
 class Rollups(beam.PTransform):
