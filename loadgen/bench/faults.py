@@ -46,7 +46,7 @@ from stream.pipeline.tables import TABLES
 from tests.faults.proxy import FaultProxy
 
 PROJECT = names.LOCAL_PROJECT
-_THROTTLED = re.compile(r"status: .* throttled=(\d+)s")
+_THROTTLED = re.compile(r"status: .* throttled=(\d+(?:\.\d+)?)s")
 _PEAK = re.compile(r"leases: extended .* peak: (\d+)\)")
 
 
@@ -112,9 +112,9 @@ def _wait_rows(part: _Part, phase: str, expected: int, timeout: float) -> int:
             time.sleep(2.0)
 
 
-def _log_facts(pipeline: PipelineProcess) -> dict[str, int]:
+def _log_facts(pipeline: PipelineProcess) -> dict[str, float]:
     log = pipeline.log()
-    throttled = [int(v) for v in _THROTTLED.findall(log)]
+    throttled = [float(v) for v in _THROTTLED.findall(log)]
     peaks = [int(v) for v in _PEAK.findall(log)]
     return {
         "throttled_seconds": throttled[-1] if throttled else 0,

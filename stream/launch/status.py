@@ -1,8 +1,7 @@
 """A one-line status every few seconds: events read, rows written, dead letters, rates.
 
-Rare conditions are shown only while they are true: `throttled=Ns` (time the writers spent
-backing off, Beam's `cumulativeThrottlingSeconds` in any namespace) and `redelivered=N`
-(messages pulled again while this process still held them).
+Rare conditions are shown only while they are true: `throttled=N.Ns` (time the writers spent
+backing off) and `redelivered=N` (messages pulled again while this process still held them).
 """
 
 import time
@@ -43,9 +42,11 @@ def format_status(now: Mapping[str, int], before: Mapping[str, int], seconds: fl
         part("deadletter", metrics.DEAD_LETTERED),
         part("acked", metrics.ACKED),
     ]
-    throttled = now.get(metrics.THROTTLING_SECONDS, 0)
-    if throttled:
-        parts.append(f"throttled={throttled}s")
+    throttled_ms = now.get(metrics.WRITE_THROTTLED_MS, 0)
+    if throttled_ms:  # exact; cumulativeThrottlingSeconds counts whole seconds only
+        parts.append(f"throttled={throttled_ms / 1000:.1f}s")
+    elif now.get(metrics.THROTTLING_SECONDS, 0):
+        parts.append(f"throttled={now[metrics.THROTTLING_SECONDS]}s")
     redelivered = now.get(metrics.REDELIVERED_WHILE_HELD, 0)
     if redelivered:
         parts.append(f"redelivered={redelivered}")

@@ -25,6 +25,9 @@ PULL_FAILURES = "pull_failures"
 # Messages pulled again while this process still held them (their lease ran out): the
 # lease keeper's failure signal, 0 when leases follow the work.
 REDELIVERED_WHILE_HELD = "redelivered_while_held"
+# Time the row writers slept backing off, in milliseconds (each sleep rounded up): exact where
+# THROTTLING_SECONDS below counts whole seconds only.
+WRITE_THROTTLED_MS = "write_throttled_ms"
 ROLLUP_ROWS_WRITTEN = "rollup_rows_written"
 ROLLUP_PANES = "rollup_panes"
 ROLLUP_TOO_LATE = "rollup_too_late"

@@ -22,19 +22,16 @@ CLI for manual runs (until Ctrl-C, a stats line every few seconds):
 from __future__ import annotations
 
 import argparse
-import enum
 import functools
-import hashlib
 import signal
 import sys
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import FrameType, TracebackType
-from typing import Any, NoReturn
+from types import FrameType
+from typing import Any
 
 import grpc
 from google.cloud.bigtable_admin_v2.services.bigtable_instance_admin.transports.grpc import (
@@ -47,74 +44,28 @@ from google.cloud.bigtable_v2.services.bigtable.transports.grpc import BigtableG
 from google.cloud.bigtable_v2.types import MutateRowsRequest, MutateRowsResponse
 from google.rpc import status_pb2
 
+from tests.faults.relay import (
+    ProxyBindError,
+    RatioRule,
+    Relay,
+    Shape,
+    check_error,
+    check_ratio,
+    code_named,
+    code_number,
+    draw,
+    relay_stream,
+    shapes_of,
+)
+
+__all__ = ["MUTATE_ROWS", "FaultProxy", "ProxyBindError", "ProxyStats", "Shape", "draw"]
+
 MUTATE_ROWS = "/google.bigtable.v2.Bigtable/MutateRows"
 DEFAULT_REJECT_MESSAGE = "row rejected by FaultProxy (permanent)"
 
 # Raw protobuf classes: the proxy edits requests/responses field by field, without proto-plus.
 _MutateRowsRequestPb: Any = MutateRowsRequest.pb()
 _MutateRowsResponsePb: Any = MutateRowsResponse.pb()
-
-# No limit: the proxy must not refuse what the emulator accepts (it has no 100k-mutation limit).
-_UNLIMITED_MESSAGES = [
-    ("grpc.max_receive_message_length", -1),
-    ("grpc.max_send_message_length", -1),
-]
-# A deadline further away than this is "no deadline" (gRPC reports infinity as a huge number).
-_NO_DEADLINE_SECONDS = 10**6
-# Header names gRPC manages itself; passing them on as metadata is refused or meaningless.
-_RESERVED_METADATA = frozenset({"user-agent", "te", "content-type", "host"})
-_STATUS_DETAILS = "grpc-status-details-bin"
-
-Metadata = tuple[tuple[str, str | bytes], ...]
-
-
-class ProxyBindError(RuntimeError):
-    """The proxy's listening address is taken or invalid."""
-
-
-class Shape(enum.Enum):
-    """The streaming shape of an RPC method (request side, response side)."""
-
-    UNARY_UNARY = "unary_unary"
-    UNARY_STREAM = "unary_stream"
-    STREAM_UNARY = "stream_unary"
-    STREAM_STREAM = "stream_stream"
-
-
-class _ShapeRecorder(grpc.Channel):
-    """A channel that builds no calls, only records which multicallable each method asks for."""
-
-    def __init__(self) -> None:
-        self.shapes: dict[str, Shape] = {}
-
-    def _record(self, shape: Shape, method: str) -> Callable[..., None]:
-        self.shapes[method] = shape
-        return _never_called
-
-    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Callable[..., None]:
-        return self._record(Shape.UNARY_UNARY, method)
-
-    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Callable[..., None]:
-        return self._record(Shape.UNARY_STREAM, method)
-
-    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Callable[..., None]:
-        return self._record(Shape.STREAM_UNARY, method)
-
-    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Callable[..., None]:
-        return self._record(Shape.STREAM_STREAM, method)
-
-    def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
-        return None
-
-    def unsubscribe(self, callback: Any) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-def _never_called(*args: Any, **kwargs: Any) -> None:
-    raise AssertionError("shape recorder stubs are never invoked")
 
 
 _TRANSPORTS: tuple[Any, ...] = (
@@ -128,72 +79,21 @@ _TRANSPORTS: tuple[Any, ...] = (
 def method_shapes() -> Mapping[str, Shape]:
     """Full method path -> Shape for every RPC the installed Bigtable clients can call.
 
-    The installed packages are proto-plus based and register no *service* descriptors in the
-    protobuf pool, so the shapes are read from the generated gRPC transports instead: each
-    transport is built on a recording channel and every stub property is touched once, which
-    makes it ask for `unary_unary`/`unary_stream`/... with the method's path. That covers
     google.bigtable.v2.Bigtable, both admin services and google.longrunning.Operations (the
-    admin transports' operations client), and follows the installed versions automatically.
+    admin transports' operations client), read from the generated transports (relay.shapes_of).
     """
-    shapes: dict[str, Shape] = {}
-    for transport_class in _TRANSPORTS:
-        recorder = _ShapeRecorder()
-        transport = transport_class(channel=recorder)
-        # Stubs are built lazily from `_logged_channel` (the channel wrapped in a logging
-        # interceptor, which defers unary-unary stub creation); point it at the recorder.
-        transport._logged_channel = recorder
-        transport._stubs.clear()
-        for name in dir(transport_class):
-            if isinstance(getattr(transport_class, name, None), property):
-                getattr(transport, name)
-        shapes.update(recorder.shapes)
-    return shapes
-
-
-def draw(seed: int, *parts: object) -> float:
-    """The deterministic number in [0, 1) behind every ratio rule: a hash of seed and parts.
-
-    A rule with ratio r picks an item when draw(seed, ...) < r. Tests can compute the same
-    expectation; it does not depend on timing or thread interleaving.
-    """
-    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-def _check_ratio(ratio: float) -> float:
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"ratio must be within [0, 1], got {ratio}")
-    return ratio
-
-
-def _check_error(code: grpc.StatusCode) -> grpc.StatusCode:
-    if code == grpc.StatusCode.OK:
-        raise ValueError("an injected failure needs a non-OK status code")
-    return code
-
-
-@dataclass
-class _RatioRule:
-    """A seeded ratio rule; `seen` numbers the calls it has been asked about."""
-
-    ratio: float
-    seed: int
-    seen: int = 0
-
-    def next_call(self) -> int:
-        call, self.seen = self.seen, self.seen + 1
-        return call
+    return shapes_of(_TRANSPORTS)
 
 
 @dataclass
 class _Rules:
     fail_first: int = 0
-    fail_calls: _RatioRule | None = None
+    fail_calls: RatioRule | None = None
     fail_calls_code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
-    fail_entries: _RatioRule | None = None
+    fail_entries: RatioRule | None = None
     fail_entries_codes: tuple[grpc.StatusCode, ...] = ()
     delay_seconds: float = 0.0
-    delay: _RatioRule | None = None
+    delay: RatioRule | None = None
     rejected: frozenset[bytes] = frozenset()
     reject_code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
     reject_message: str = DEFAULT_REJECT_MESSAGE
@@ -273,24 +173,7 @@ class _Plan:
     forward: tuple[int, ...]  # original indexes sent upstream, in order
 
 
-def _forwardable(metadata: Iterable[tuple[str, str | bytes]] | None, trailing: bool) -> Metadata:
-    """Metadata the proxy may pass on: without pseudo-headers and gRPC's own headers."""
-    kept: list[tuple[str, str | bytes]] = []
-    for key, value in metadata or ():
-        name = key.lower()
-        if name.startswith(":") or name in _RESERVED_METADATA:
-            continue
-        if name.startswith("grpc-") and not (trailing and name == _STATUS_DETAILS):
-            continue
-        kept.append((key, value))
-    return tuple(kept)
-
-
-def _code_number(code: grpc.StatusCode) -> int:
-    return int(code.value[0])
-
-
-class FaultProxy:
+class FaultProxy(Relay):
     """Forwards every RPC to `upstream` (host:port); injects MutateRows faults on command.
 
     Thread-safe: rules may be changed and stats read while RPCs are in flight. A context
@@ -313,72 +196,20 @@ class FaultProxy:
         max_workers: int = 64,
         history: int = 100,
     ) -> None:
-        self.upstream = upstream
-        self._host = host
-        self._port = port
-        self._max_workers = max_workers
-        self._lock = threading.Lock()
+        super().__init__(upstream, method_shapes(), host=host, port=port, max_workers=max_workers)
         self._rules = _Rules()
         self._counters = _Counters()
         self._requests: deque[tuple[tuple[bytes, int], ...]] = deque(maxlen=history)
         self._injected: deque[tuple[bytes, grpc.StatusCode]] = deque(maxlen=history)
-        self._methods: Counter[str] = Counter()
-        self._stopping = threading.Event()
-        self._server: Any = None
-        self._channel: Any = None
-        self._bound_port: int | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def address(self) -> str:
-        """`host:port` the proxy listens on (the value for BIGTABLE_EMULATOR_HOST)."""
-        if self._bound_port is None:
-            raise RuntimeError("FaultProxy is not started")
-        return f"{self._host}:{self._bound_port}"
 
     def start(self) -> FaultProxy:
         """Bind the port and start serving; returns self."""
-        if self._server is not None:
-            raise RuntimeError("FaultProxy already started")
-        self._stopping.clear()
-        server = grpc.server(
-            ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="fault-proxy"),
-            handlers=[_Handler(self)],
-            # No port sharing: a second proxy on a fixed port must fail, not split traffic.
-            options=[*_UNLIMITED_MESSAGES, ("grpc.so_reuseport", 0)],
-        )
-        where = f"{self._host}:{self._port}"
-        try:
-            port = server.add_insecure_port(where)
-        except RuntimeError as err:  # grpcio raises on bind failure (older versions return 0)
-            raise ProxyBindError(f"FaultProxy could not bind {where}") from err
-        if port == 0:
-            raise ProxyBindError(f"FaultProxy could not bind {where}")
-        self._channel = grpc.insecure_channel(self.upstream, options=_UNLIMITED_MESSAGES)
-        server.start()
-        self._server, self._bound_port = server, port
-        return self
-
-    def stop(self, grace: float = 1.0) -> None:
-        """Stop serving (in-flight RPCs get `grace` seconds) and close the upstream channel."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()  # wakes delayed calls
-        server.stop(grace).wait()
-        self._channel.close()
+        started: FaultProxy = super().start()
+        return started
 
     def __enter__(self) -> FaultProxy:
-        return self if self._server is not None else self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        entered: FaultProxy = super().__enter__()
+        return entered
 
     # -- rules (each call replaces the previous rule of its kind) --------------------------
 
@@ -389,9 +220,9 @@ class FaultProxy:
 
         Call k (counted from now) fails when draw(seed, "call", k) < ratio.
         """
-        rule = _RatioRule(_check_ratio(ratio), seed)
+        rule = RatioRule(check_ratio(ratio), seed)
         with self._lock:
-            self._rules.fail_calls, self._rules.fail_calls_code = rule, _check_error(code)
+            self._rules.fail_calls, self._rules.fail_calls_code = rule, check_error(code)
 
     def fail_entries(
         self,
@@ -407,8 +238,8 @@ class FaultProxy:
         """
         if not codes:
             raise ValueError("fail_entries needs at least one status code")
-        rule = _RatioRule(_check_ratio(ratio), seed)
-        checked = tuple(_check_error(code) for code in codes)
+        rule = RatioRule(check_ratio(ratio), seed)
+        checked = tuple(check_error(code) for code in codes)
         with self._lock:
             self._rules.fail_entries, self._rules.fail_entries_codes = rule, checked
 
@@ -426,7 +257,7 @@ class FaultProxy:
         """
         if seconds < 0:
             raise ValueError(f"seconds must be >= 0, got {seconds}")
-        rule = _RatioRule(_check_ratio(ratio), seed)
+        rule = RatioRule(check_ratio(ratio), seed)
         with self._lock:
             self._rules.delay, self._rules.delay_seconds = rule, seconds
 
@@ -441,7 +272,7 @@ class FaultProxy:
         ends = time.time() + seconds
         with self._lock:
             self._rules.outage_until = time.monotonic() + seconds
-            self._rules.outage_code = _check_error(code)
+            self._rules.outage_code = check_error(code)
             self._counters.outage_ended, self._counters.resumed = ends, None
         return ends
 
@@ -455,7 +286,7 @@ class FaultProxy:
         rejected = frozenset(bytes(key) for key in keys)
         with self._lock:
             self._rules.rejected = rejected
-            self._rules.reject_code, self._rules.reject_message = _check_error(code), message
+            self._rules.reject_code, self._rules.reject_message = check_error(code), message
 
     def reset(self) -> None:
         """Clear every rule: the proxy forwards everything unchanged again."""
@@ -493,40 +324,10 @@ class FaultProxy:
 
     # -- serving ---------------------------------------------------------------------------
 
-    def _count_method(self, method: str) -> None:
-        with self._lock:
-            self._methods[method] += 1
-
-    def _upstream_kwargs(self, context: grpc.ServicerContext) -> dict[str, Any]:
-        remaining = context.time_remaining()
-        return {
-            "metadata": _forwardable(context.invocation_metadata(), trailing=False),
-            "timeout": None if remaining is None or remaining > _NO_DEADLINE_SECONDS else remaining,
-        }
-
-    def _forward_unary_unary(
-        self, method: str, request: bytes, context: grpc.ServicerContext
-    ) -> bytes:
-        call = self._channel.unary_unary(method).future(request, **self._upstream_kwargs(context))
-        return _await_unary(call, context)
-
-    def _forward_unary_stream(
-        self, method: str, request: bytes, context: grpc.ServicerContext
-    ) -> Iterator[bytes]:
-        call = self._channel.unary_stream(method)(request, **self._upstream_kwargs(context))
-        yield from _relay_stream(call, context)
-
-    def _forward_stream_unary(
-        self, method: str, requests: Iterator[bytes], context: grpc.ServicerContext
-    ) -> bytes:
-        call = self._channel.stream_unary(method).future(requests, **self._upstream_kwargs(context))
-        return _await_unary(call, context)
-
-    def _forward_stream_stream(
-        self, method: str, requests: Iterator[bytes], context: grpc.ServicerContext
-    ) -> Iterator[bytes]:
-        call = self._channel.stream_stream(method)(requests, **self._upstream_kwargs(context))
-        yield from _relay_stream(call, context)
+    def _intercept(self, method: str, shape: Shape) -> Any:
+        if method == MUTATE_ROWS:
+            return grpc.unary_stream_rpc_method_handler(self._mutate_rows)
+        return None
 
     def _mutate_rows(self, request_bytes: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         """MutateRows with the current rules applied; statuses at the client's indexes."""
@@ -553,7 +354,7 @@ class FaultProxy:
         upstream = self._channel.unary_stream(MUTATE_ROWS)(
             forwarded.SerializeToString(), **self._upstream_kwargs(context)
         )
-        for raw in _relay_stream(upstream, context, send_initial_metadata=not plan.injected):
+        for raw in relay_stream(upstream, context, send_initial_metadata=not plan.injected):
             response = _MutateRowsResponsePb.FromString(raw)
             for entry in response.entries:
                 entry.index = plan.forward[entry.index]
@@ -613,109 +414,17 @@ class FaultProxy:
                 c.resumed = time.time()
             return _Plan(delay, None, tuple(injected), tuple(forward))
 
-    def _hold(self, seconds: float, context: grpc.ServicerContext) -> None:
-        """Sleep `seconds`, or less if the client goes away or the proxy stops."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0 and context.is_active():
-            if self._stopping.wait(min(left, 0.02)):
-                return
-
 
 def _entries_response(injected: Iterable[tuple[int, grpc.StatusCode, str]]) -> bytes:
     response = _MutateRowsResponsePb()
     for index, code, message in injected:
         response.entries.add(
-            index=index, status=status_pb2.Status(code=_code_number(code), message=message)
+            index=index, status=status_pb2.Status(code=code_number(code), message=message)
         )
     return bytes(response.SerializeToString())
 
 
-def _abort(context: grpc.ServicerContext, err: grpc.RpcError) -> NoReturn:
-    """End the RPC with the upstream's status, details and trailing metadata."""
-    context.set_trailing_metadata(_forwardable(err.trailing_metadata(), trailing=True))
-    context.abort(err.code(), err.details() or "")
-    raise AssertionError("unreachable: context.abort raises")
-
-
-def _await_unary(call: Any, context: grpc.ServicerContext) -> bytes:
-    """The upstream's single response, with its metadata; its error status if it failed."""
-    context.add_callback(call.cancel)  # the client left: stop the upstream call too
-    try:
-        response = call.result()
-    except grpc.RpcError as err:
-        _abort(context, err)
-    except grpc.FutureCancelledError:
-        context.abort(grpc.StatusCode.CANCELLED, "cancelled by the client")
-        raise AssertionError("unreachable: context.abort raises") from None
-    initial = _forwardable(call.initial_metadata(), trailing=False)
-    if initial:
-        context.send_initial_metadata(initial)
-    context.set_trailing_metadata(_forwardable(call.trailing_metadata(), trailing=True))
-    return bytes(response)
-
-
-def _relay_stream(
-    call: Any, context: grpc.ServicerContext, send_initial_metadata: bool = True
-) -> Iterator[bytes]:
-    """Yield an upstream response stream; cancel it if the client leaves; pass its status.
-
-    `send_initial_metadata` is False when the proxy already sent a response of its own (gRPC
-    allows initial metadata only before the first message).
-    """
-    context.add_callback(call.cancel)
-    try:
-        initial = _forwardable(call.initial_metadata(), trailing=False)
-        if initial and send_initial_metadata:
-            context.send_initial_metadata(initial)
-        yield from call
-    except grpc.RpcError as err:
-        _abort(context, err)
-    context.set_trailing_metadata(_forwardable(call.trailing_metadata(), trailing=True))
-
-
-class _Handler(grpc.GenericRpcHandler):
-    """Routes every method: MutateRows to the fault logic, the rest straight upstream."""
-
-    def __init__(self, proxy: FaultProxy) -> None:
-        self._proxy = proxy
-        self._shapes = method_shapes()
-
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        method: str = handler_call_details.method
-        proxy = self._proxy
-        proxy._count_method(method)
-        if method == MUTATE_ROWS:
-            return grpc.unary_stream_rpc_method_handler(proxy._mutate_rows)
-        # Unknown methods are relayed as bidirectional streams: on the wire every gRPC call is
-        # a stream, so this carries any shape unchanged.
-        shape = self._shapes.get(method, Shape.STREAM_STREAM)
-        if shape is Shape.UNARY_UNARY:
-            return grpc.unary_unary_rpc_method_handler(
-                functools.partial(proxy._forward_unary_unary, method)
-            )
-        if shape is Shape.UNARY_STREAM:
-            return grpc.unary_stream_rpc_method_handler(
-                functools.partial(proxy._forward_unary_stream, method)
-            )
-        if shape is Shape.STREAM_UNARY:
-            return grpc.stream_unary_rpc_method_handler(
-                functools.partial(proxy._forward_stream_unary, method)
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            functools.partial(proxy._forward_stream_stream, method)
-        )
-
-
 # -- CLI ---------------------------------------------------------------------------------------
-
-_CODES = {code.name: code for code in grpc.StatusCode if code != grpc.StatusCode.OK}
-
-
-def _code(name: str) -> grpc.StatusCode:
-    try:
-        return _CODES[name.upper()]
-    except KeyError:
-        raise argparse.ArgumentTypeError(f"unknown status code {name!r}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -732,14 +441,14 @@ def _parser() -> argparse.ArgumentParser:
         "--fail-calls", type=float, default=0.0, metavar="RATIO", help="fail whole calls"
     )
     parser.add_argument(
-        "--fail-calls-code", type=_code, default=grpc.StatusCode.UNAVAILABLE, metavar="CODE"
+        "--fail-calls-code", type=code_named, default=grpc.StatusCode.UNAVAILABLE, metavar="CODE"
     )
     parser.add_argument(
         "--fail-entries", type=float, default=0.0, metavar="RATIO", help="fail single entries"
     )
     parser.add_argument(
         "--fail-entries-code",
-        type=_code,
+        type=code_named,
         action="append",
         metavar="CODE",
         help="repeatable, any gRPC status name (e.g. RESOURCE_EXHAUSTED); "

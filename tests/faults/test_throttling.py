@@ -21,13 +21,17 @@ from tests.helpers.resources import TestResources
 
 pytestmark = [pytest.mark.faults, pytest.mark.emulator, pytest.mark.slow]
 
-THROTTLED = re.compile(r"status: .* throttled=(\d+)s")
+THROTTLED = re.compile(r"status: .* throttled=(\d+(?:\.\d+)?)s")
 
 
-def throttled_seconds(log: str) -> int:
-    """The last `throttled=Ns` of the pipeline's status lines (0 when never throttled)."""
-    values = [int(v) for v in THROTTLED.findall(log)]
-    return values[-1] if values else 0
+def throttled_seconds(log: str) -> float:
+    """The last `throttled=N.Ns` of the pipeline's status lines (0 when never throttled).
+
+    Exact to the millisecond (the writers count every sleep, rounded up), so any backoff at
+    all shows: no whole second has to be reached by chance.
+    """
+    values = [float(v) for v in THROTTLED.findall(log)]
+    return values[-1] if values else 0.0
 
 
 def assert_never_restarted(pipeline: PipelineProcess) -> None:
@@ -43,9 +47,7 @@ def test_resource_exhausted_entries_under_load_verify_clean_without_a_restart(
     resources: TestResources, proxy: FaultProxy, tmp_path: Path, ratio: float
 ) -> None:
     proxy.fail_entries(ratio, codes=(grpc.StatusCode.RESOURCE_EXHAUSTED,), seed=3)
-    # Batches of 100 rows, not 500: five times the MutateRows calls for the same load. At 5%
-    # a call backs off ~0.15 s in all (random jitter), and the counter counts whole seconds:
-    # with ~25 calls instead of ~5 it is never 0 by chance.
+    # Batches of 100 rows, not 500: five times the MutateRows calls for the same load.
     pipeline = PipelineProcess(
         resources.flags("--write_batch_rows=100"),
         tmp_path / "pipeline.log",

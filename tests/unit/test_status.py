@@ -52,6 +52,8 @@ def test_throttling_and_redeliveries_show_only_when_they_happened() -> None:
         "status: read=100 (10/s) written=90 (10/s) deadletter=5 (0/s) acked=95 (10/s) "
         "throttled=37s redelivered=2"
     )
+    exact = {**NOW, "cumulativeThrottlingSeconds": 0, "write_throttled_ms": 430}
+    assert format_status(exact, BEFORE, 5.0).endswith(" throttled=0.4s")  # below one second
     quiet = {**NOW, "cumulativeThrottlingSeconds": 0, "redelivered_while_held": 0}
     assert format_status(quiet, BEFORE, 5.0) == format_status(NOW, BEFORE, 5.0)
 

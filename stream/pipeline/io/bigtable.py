@@ -5,6 +5,7 @@ letter; backoff time is counted as `cumulativeThrottlingSeconds` while it happen
 retry budget, or when Bigtable refuses the request, the bundle fails and is retried whole.
 """
 
+import math
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class _WriteFn(beam.DoFn, Generic[E]):
         self._latency = metrics.distribution(metrics.WRITE_BATCH_MS)
         # Namespaced by the DoFn class, as Beam's own I/Os do (stream/pipeline/metrics.py).
         self._throttled = beam.metrics.Metrics.counter(type(self), metrics.THROTTLING_SECONDS)
+        self._throttled_ms = metrics.counter(metrics.WRITE_THROTTLED_MS)
 
     def setup(self) -> None:
         self._client = clients.bigtable(self._target.project)
@@ -103,6 +105,7 @@ class _WriteFn(beam.DoFn, Generic[E]):
 
     def _throttled_for(self, seconds: float) -> None:
         """Count backoff time as it happens, so the platform sees it during a long outage."""
+        self._throttled_ms.inc(math.ceil(seconds * 1000))
         whole = _THROTTLE_CARRY.add(type(self), seconds)
         if whole:
             self._throttled.inc(whole)
