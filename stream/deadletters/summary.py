@@ -54,9 +54,21 @@ class Summary:
     groups: dict[tuple[str, str, str], Group] = field(default_factory=dict)
     errors: dict[tuple[str, str], Group] = field(default_factory=dict)  # (kind, folded error)
     redrive_counts: Counter[int] = field(default_factory=Counter)
+    copies: int = 0  # letters of an original already counted (published twice): not counted
+    _originals: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, letter: Letter) -> None:
-        """Count one letter in its group, its folded error and its redrive count."""
+        """Count one letter in its group, its folded error and its redrive count.
+
+        Dead letters are published at least once: a publish whose answer was lost is sent
+        again, and a crash between publish and ack dead-letters the redelivered original
+        again. Both copies name the same original (`deadletter_message_id`): counted once.
+        """
+        original = (letter.original_message_id, letter.kind)
+        if letter.original_message_id and original in self._originals:
+            self.copies += 1
+            return
+        self._originals.add(original)
         self.letters += 1
         key = (letter.kind, letter.stage, letter.schema)
         self.groups.setdefault(key, Group()).add(letter)
@@ -81,6 +93,7 @@ class Summary:
         return {
             "subscription": self.subscription,
             "letters": self.letters,
+            "copies": self.copies,
             "complete": self.complete,
             "seconds": round(self.seconds, 3),
             "kinds": self.kinds(),
@@ -133,7 +146,11 @@ def render(summary: Summary, top: int = TOP_ERRORS) -> str:
         if summary.complete
         else f"PARTIAL: stopped at --timeout after {summary.seconds:.1f} s"
     )
-    lines = [f"{summary.letters} dead letters in {summary.subscription} ({how}; none acknowledged)"]
+    copies = f", and {summary.copies} copies counted once" if summary.copies else ""
+    lines = [
+        f"{summary.letters} dead letters in {summary.subscription} ({how}; none "
+        f"acknowledged{copies})"
+    ]
     if not summary.letters:
         return lines[0]
     data = summary.to_json(top)

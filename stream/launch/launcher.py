@@ -26,6 +26,7 @@ from stream.pipeline.io.files import FileSource
 from stream.pipeline.io.pubsub_native import NativeSource
 from stream.pipeline.io.pubsub_pull import PullSource
 from stream.pipeline.io.sink import BigtableSink
+from stream.pipeline.refused import refusal_in
 
 _LOG = logging.getLogger("stream")
 
@@ -76,6 +77,7 @@ class _Finish:
 
     def __init__(self, result: beam.runners.runner.PipelineResult) -> None:
         self.state: str | None = None
+        self.refusal: str | None = None  # the failure was refused for good: no restart
         # Set before cancel(): what wait_until_finish() raises then is the teardown of the
         # job service (Prism's is destroyed on cancel), not a failure of the job.
         self.cancelling = False
@@ -89,26 +91,30 @@ class _Finish:
     def _wait(self, result: beam.runners.runner.PipelineResult) -> None:
         try:
             self.state = str(result.wait_until_finish() or result.state)
-        except Exception:  # any exception here means the job ended abnormally
+        except Exception as exc:  # any exception here means the job ended abnormally
             if self.cancelling:
                 self.state = str(PipelineState.CANCELLED)
                 return
             _LOG.exception("pipeline failed")
+            self.refusal = refusal_in(str(exc))
             self.state = str(PipelineState.FAILED)
 
 
-def _wait(result: beam.runners.runner.PipelineResult, config: IngestConfig, stop: _Stop) -> str:
+def _wait(
+    result: beam.runners.runner.PipelineResult, config: IngestConfig, stop: _Stop
+) -> tuple[str, str | None]:
+    """The job's final state, and the refusal that ended it if one did."""
     status = StatusPrinter(result, config.status_interval.total_seconds(), _LOG.info)
     finish = _Finish(result)
     while True:
         if finish.state is not None:
-            return finish.state
+            return finish.state, finish.refusal
         if stop.requested:
             _LOG.info("stopping: cancelling the pipeline (what it holds unstored is given back)")
             finish.cancelling = True
             result.cancel()
             finish.join(timeout=30)
-            return str(PipelineState.CANCELLED)
+            return str(PipelineState.CANCELLED), None
         status.tick()
         time.sleep(0.5)
 
@@ -177,11 +183,14 @@ def _run_locally(options: PipelineOptions, config: IngestConfig, choice: RunnerC
         # destroys Prism's job service before calling ours: the job then looks failed.
         # Ours goes first again; we cancel cleanly, and Beam's atexit still stops Prism.
         signal.signal(signal.SIGINT, stop)
-        state = _wait(result, config, stop)
+        state, refusal = _wait(result, config, stop)
         _LOG.info("pipeline finished: %s", state)
         _release_held_messages()
         if state != str(PipelineState.FAILED) or stop.requested:
             return 0 if state in (PipelineState.DONE, PipelineState.CANCELLED) else 1
+        if refusal is not None:
+            _LOG.error("stopped, not restarting (no restart can fix this): %s", refusal)
+            return 1
         delay = restarts.next_delay(time.monotonic() - started)
         if delay is None:
             _LOG.error("pipeline failed %d times in a row; giving up", restarts.count + 1)

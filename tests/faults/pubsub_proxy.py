@@ -6,6 +6,7 @@ ModifyAckDeadline, Publish, or any full path):
 
     with PubSubFaultProxy(emulator.address) as proxy:
         proxy.fail("Acknowledge", 0.3, codes=(grpc.StatusCode.UNAVAILABLE,))
+        proxy.fail_next("Pull", 2, grpc.StatusCode.NOT_FOUND)  # the next two pulls
         proxy.lose_answers("Publish", 0.2)  # the emulator applied it; the client sees an error
         proxy.delay("Pull", 2.0, ratio=0.1)
         proxy.duplicate_deliveries(0.2)  # a pull also delivers a message delivered before
@@ -90,6 +91,7 @@ def short_name(method: str) -> str:
 
 @dataclass
 class _MethodRules:
+    fail_next: list[grpc.StatusCode] = field(default_factory=list)  # the next calls, in order
     fail: RatioRule | None = None
     fail_codes: tuple[grpc.StatusCode, ...] = ()
     delay: RatioRule | None = None
@@ -187,6 +189,16 @@ class PubSubFaultProxy(Relay):
             rules = self._rules.setdefault(full_name(method), _MethodRules())
             rules.fail, rules.fail_codes = RatioRule(check_ratio(ratio), seed), checked
 
+    def fail_next(
+        self, method: str, n: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
+    ) -> None:
+        """Answer the next `n` calls of `method` with `code` (nothing applied), then pass."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        with self._lock:
+            rules = self._rules.setdefault(full_name(method), _MethodRules())
+            rules.fail_next = [check_error(code)] * n
+
     def delay(self, method: str, seconds: float, ratio: float = 1.0, seed: int = 0) -> None:
         """Hold a seeded fraction of `method`'s calls for `seconds` (a client gone: dropped)."""
         if seconds < 0:
@@ -268,6 +280,8 @@ class PubSubFaultProxy(Relay):
             if time.monotonic() < self._outage_until:
                 fail = self._outage_code
                 stats.outage += 1
+            elif rules.fail_next:
+                fail = rules.fail_next.pop(0)
             elif rules.fail is not None:
                 k = rules.fail.next_call()
                 if draw(rules.fail.seed, "fail", method, k) < rules.fail.ratio:

@@ -25,12 +25,13 @@ def make(
     minute: int = 0,
     letter_id: str = "1",
     data: bytes = b"{}",
+    original: str | None = None,
 ) -> Letter:
     """A letter exactly as the pipeline publishes it (dead_letter_message)."""
     raw = RawMessage(
         data=data,
         attributes={"schema": "consent.v1"} if attributes is None else attributes,
-        message_id=f"orig-{letter_id}",
+        message_id=f"orig-{original or letter_id}",
         publish_time=T0,
     )
     body, attrs = dead_letter_message(
@@ -180,3 +181,15 @@ def test_redrive_report_line() -> None:
     assert report.ok
     assert not RedriveReport(failed=1).ok
     assert not RedriveReport(refused=1).ok
+
+
+def test_a_letter_published_twice_is_counted_once() -> None:
+    summary = Summary(subscription="projects/p/subscriptions/dlq")
+    summary.add(make(letter_id="1", original="a"))
+    summary.add(make(letter_id="2", original="a"))  # the same original, published again
+    summary.add(make(letter_id="3", original="b"))
+    summary.add(make(letter_id="4", original="b", kind=ErrorKind.WRITE_REJECTED))  # another kind
+    assert (summary.letters, summary.copies) == (3, 1)
+    assert summary.kinds() == {"unknown_service": 2, "write_rejected": 1}
+    assert summary.to_json()["copies"] == 1
+    assert "and 1 copies counted once" in render(summary).splitlines()[0]

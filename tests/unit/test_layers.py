@@ -20,6 +20,7 @@ CORE = {
     "schemas.registry",
     "stream.names",
     "stream.pipeline.messages",
+    "stream.pipeline.refused",
     "stream.pipeline.letters",
     "stream.pipeline.validate",
     "stream.pipeline.config",

@@ -39,7 +39,7 @@ class FakeSubscriber:
     modified: list[tuple[list[str], int]] = field(default_factory=list)
     _next_id: int = 0
 
-    def pull(self, request: dict[str, Any], timeout: float) -> PullResponse:
+    def pull(self, request: dict[str, Any], retry: Any, timeout: float) -> PullResponse:
         self.requests.append(request)
         self.clock.now += self.step
         answer = self.answers.pop(0) if self.answers else 0

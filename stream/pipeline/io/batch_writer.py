@@ -20,6 +20,7 @@ from google.cloud.bigtable.data.exceptions import RetryExceptionGroup
 
 from stream.pipeline.config import DEFAULT_WRITE_RETRY
 from stream.pipeline.io.entries import INGESTED_AT, Row, mutation_entry
+from stream.pipeline.refused import RefusedError
 
 T = TypeVar("T")
 _LOG = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class TransientWriteError(RuntimeError):
         self.rows = rows
 
 
-class RefusedWriteError(RuntimeError):
+class RefusedWriteError(RefusedError):
     """Bigtable refused the request itself (credentials, permissions, a missing table)."""
 
 
@@ -265,10 +266,10 @@ class BatchWriter(Generic[T]):
         refused = next((c for c in causes.values() if is_refused(c)), None)
         if refused is not None:
             raise RefusedWriteError(
-                f"Bigtable refused the write to {self._table.table_id}: {refused!r}. No retry "
-                "can fix this and no row is to blame, so nothing was dead-lettered: check the "
-                "credentials, the role on the instance (roles/bigtable.user) and the table. "
-                "Unacknowledged messages stay in the subscription."
+                f"Bigtable refused the write to {self._table.table_id}: {refused!r}",
+                "No retry can fix this and no row is to blame, so nothing was dead-lettered: "
+                "check the credentials, the role on the instance (roles/bigtable.user) and the "
+                "table. Unacknowledged messages stay in the subscription.",
             ) from refused
         if not any(_whole_call(c) for c in causes.values()):
             self.batches += 1

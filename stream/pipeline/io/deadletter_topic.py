@@ -15,7 +15,12 @@ from google.pubsub_v1 import PubsubMessage
 from stream.pipeline import metrics
 from stream.pipeline.config import DEFAULT_WRITE_RETRY
 from stream.pipeline.io import clients
-from stream.pipeline.io.pubsub_calls import REFUSED_PUBSUB_ERRORS, pubsub_retry
+from stream.pipeline.io.pubsub_calls import (
+    PUBLISHER_ROLE,
+    REFUSED_PUBSUB_ERRORS,
+    pubsub_retry,
+    refused_by_pubsub,
+)
 from stream.pipeline.letters import dead_letter_message
 from stream.pipeline.messages import DeadLetter
 
@@ -111,9 +116,8 @@ class PublishDeadLettersFn(beam.DoFn):
                     self._publisher, self._topic, [messages[i] for i in chunk], retry, self._timeout
                 )
             except REFUSED_PUBSUB_ERRORS as exc:
-                raise RuntimeError(
-                    f"cannot publish dead letters to {self._topic}: {exc}. Create the topic or "
-                    "grant the job's service account roles/pubsub.publisher on it."
+                raise refused_by_pubsub(
+                    exc, "publish dead letters to", self._topic, PUBLISHER_ROLE
                 ) from exc
             for i in chunk:
                 letter, timestamp, window = pending[i]

@@ -12,13 +12,21 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from google.cloud import pubsub_v1
 
 from stream.pipeline.io import clients
-from stream.pipeline.io.pubsub_calls import PUBSUB_CALL_ERRORS, ack_id_chunks, pubsub_retry
+from stream.pipeline.io.pubsub_calls import (
+    PUBSUB_CALL_ERRORS,
+    REFUSED_PUBSUB_ERRORS,
+    SUBSCRIBER_ROLE,
+    ack_id_chunks,
+    pubsub_retry,
+    refused_by_pubsub,
+)
+from stream.pipeline.refused import RefusedError
 
 # Pub/Sub's shortest ack deadline: whatever the subscription says, a pulled message is
 # leased at least this long. The first extension comes well before it.
@@ -126,10 +134,15 @@ class LeaseKeeper:
     """This process's leases on one subscription; a daemon thread extends them in time."""
 
     def __init__(
-        self, subscription: str, subscriber: pubsub_v1.SubscriberClient | None = None
+        self,
+        subscription: str,
+        subscriber: pubsub_v1.SubscriberClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock`: monotonic seconds, when leases are due (tests pass a fake)."""
         self.subscription = subscription
         self._subscriber = subscriber
+        self._clock = clock
         self._lock = threading.Lock()
         self._leases = Leases()
         self._thread: threading.Thread | None = None
@@ -137,6 +150,7 @@ class LeaseKeeper:
         self.extended = 0  # extensions Pub/Sub accepted (one per message and extension)
         self.released = 0
         self.given_up = 0
+        self._refusal: RefusedError | None = None  # an extension Pub/Sub refused for good
 
     @property
     def held(self) -> int:
@@ -153,7 +167,7 @@ class LeaseKeeper:
     def hold(self, owner: int, messages: Iterable[tuple[str, str]], max_lease: float) -> int:
         """Keep these (ack id, message id) leases; returns how many were redelivered."""
         with self._lock:
-            redelivered = self._leases.hold(owner, messages, time.monotonic(), max_lease)
+            redelivered = self._leases.hold(owner, messages, self._clock(), max_lease)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"lease-keeper {self.subscription}", daemon=True
@@ -191,7 +205,7 @@ class LeaseKeeper:
 
     def renew(self) -> int:
         """One round of the keeper: extend every lease that is due; returns how many."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             renewal = self._leases.due(now)
             held = len(self._leases)
@@ -207,6 +221,9 @@ class LeaseKeeper:
             for chunk in ack_id_chunks(ack_ids):
                 try:
                     self._modify(chunk, seconds, float(RENEW_BEFORE_SECONDS) / 2)
+                except REFUSED_PUBSUB_ERRORS as exc:
+                    self._refused(exc, chunk)
+                    continue
                 except PUBSUB_CALL_ERRORS as exc:
                     _LOG.warning("leases: extending %d failed, tried again: %s", len(chunk), exc)
                     continue  # still due: the next round tries again
@@ -224,6 +241,23 @@ class LeaseKeeper:
                 self.peak,
             )
         return extended
+
+    def raise_refusal(self) -> None:
+        """Raise the RefusedError of an extension Pub/Sub refused for good, if one was."""
+        with self._lock:
+            refusal = self._refusal
+        if refusal is not None:
+            raise RefusedError(refusal.what, refusal.fix)
+
+    def _refused(self, exc: Exception, ack_ids: Sequence[str]) -> None:
+        """No extension can succeed: stop trying these; the pull stops the job."""
+        refusal = refused_by_pubsub(exc, "extend leases on", self.subscription, SUBSCRIBER_ROLE)
+        with self._lock:
+            self._leases.take(ack_ids=ack_ids)
+            first = self._refusal is None
+            self._refusal = self._refusal or refusal
+        if first:
+            _LOG.error("leases: %s", refusal)
 
     def stop(self) -> None:
         """Stop the keeper's thread (tests; the process-wide keepers live until exit)."""
@@ -264,7 +298,7 @@ def keeper(subscription: str) -> LeaseKeeper:
         if not _keepers:
             atexit.register(release_all)
         if key not in _keepers:
-            _keepers[key] = LeaseKeeper(subscription)
+            _keepers[key] = LeaseKeeper(subscription, clients.subscriber())
         return _keepers[key]
 
 

@@ -7,7 +7,14 @@ from google.cloud import pubsub_v1
 
 from stream.pipeline import metrics
 from stream.pipeline.io import clients, leases
-from stream.pipeline.io.pubsub_calls import PUBSUB_CALL_ERRORS, ack_id_chunks, pubsub_retry
+from stream.pipeline.io.pubsub_calls import (
+    PUBSUB_CALL_ERRORS,
+    REFUSED_PUBSUB_ERRORS,
+    SUBSCRIBER_ROLE,
+    ack_id_chunks,
+    pubsub_retry,
+    refused_by_pubsub,
+)
 
 ACK_TIMEOUT_SECONDS = 30.0  # retries of transient errors included
 _LOG = logging.getLogger(__name__)
@@ -18,7 +25,8 @@ class AcknowledgeFn(beam.DoFn):
 
     Transient Pub/Sub errors are retried with backoff (up to ACK_TIMEOUT_SECONDS). An ack that
     still fails is counted and the messages are given back (ack deadline 0): redelivered and
-    rewritten identically (rows are idempotent), so nothing is lost.
+    rewritten identically (rows are idempotent), so nothing is lost. A refusal (no such
+    subscription, no permission) fails the bundle with what to change: the job stops.
     """
 
     _subscriber: pubsub_v1.SubscriberClient  # from setup(): shared per process
@@ -49,6 +57,12 @@ class AcknowledgeFn(beam.DoFn):
                     retry=pubsub_retry(ACK_TIMEOUT_SECONDS),
                     timeout=ACK_TIMEOUT_SECONDS,
                 )
+            except REFUSED_PUBSUB_ERRORS as exc:
+                self._failed.inc(len(chunk))
+                self._leases.release(ack_ids=chunk)  # best effort: given back, not acked
+                raise refused_by_pubsub(
+                    exc, "acknowledge on", self._subscription, SUBSCRIBER_ROLE
+                ) from exc
             except PUBSUB_CALL_ERRORS as exc:
                 self._failed.inc(len(chunk))
                 _LOG.warning(

@@ -29,7 +29,12 @@ from stream.pipeline import metrics
 from stream.pipeline.config import PubSubEndpoints
 from stream.pipeline.io import clients, leases
 from stream.pipeline.io.pubsub_ack import AcknowledgeFn
-from stream.pipeline.io.pubsub_calls import TRANSIENT_PUBSUB_ERRORS
+from stream.pipeline.io.pubsub_calls import (
+    REFUSED_PUBSUB_ERRORS,
+    SUBSCRIBER_ROLE,
+    TRANSIENT_PUBSUB_ERRORS,
+    refused_by_pubsub,
+)
 from stream.pipeline.messages import RawMessage
 
 UNBOUNDED = 2**62
@@ -156,10 +161,14 @@ class PullMessagesFn(beam.DoFn):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 response = self._subscriber.pull(
                     request={**request, "return_immediately": at_hand_only},
+                    retry=None,  # every failure is this reader's backoff (see process)
                     timeout=PULL_TIMEOUT_SECONDS,
                 )
         except gexc.DeadlineExceeded:
             return []  # nothing arrived in time: try again after a checkpoint
+        except REFUSED_PUBSUB_ERRORS as exc:
+            subscription = self._endpoints.subscription
+            raise refused_by_pubsub(exc, "pull from", subscription, SUBSCRIBER_ROLE) from exc
         return list(PullResponse.pb(response).received_messages)  # raw protobuf: see _to_raw
 
     def _fill(self, at_hand_only: bool = False) -> list[Any]:
@@ -223,6 +232,7 @@ class PullMessagesFn(beam.DoFn):
         position = tracker.current_restriction().start
         if not tracker.try_claim(position):
             return
+        self._leases.raise_refusal()  # the keeper's calls were refused: stop before pulling
         try:
             received = self._fill(at_hand_only=self._yielded)
         except TRANSIENT_PUBSUB_ERRORS as exc:
