@@ -178,6 +178,7 @@ def _run_locally(options: PipelineOptions, config: IngestConfig, choice: RunnerC
     restarts = Restarts(config.max_restarts)
     while True:
         started = time.monotonic()
+        leases.reopen_all()  # after a failed run: hold what this one pulls
         result = _build(options, config, choice).run()
         # Beam's StopOnExitJobServer installs its own SIGINT handler during run(), which
         # destroys Prism's job service before calling ours: the job then looks failed.

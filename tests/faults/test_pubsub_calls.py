@@ -9,8 +9,7 @@ topic was deleted; PERMISSION_DENIED; FAILED_PRECONDITION) stops with a RefusedE
 names the resource and what to change. Outcomes are read from the emulator directly.
 """
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -56,12 +55,6 @@ T = TypeVar("T")
 
 def _name(code: grpc.StatusCode) -> str:
     return str(code.name)
-
-
-@pytest.fixture
-def pubsub_proxy(resources: TestResources) -> Iterator[PubSubFaultProxy]:
-    with PubSubFaultProxy(os.environ[PUBSUB_ENV]) as running:
-        yield running
 
 
 def through(proxy: PubSubFaultProxy, monkeypatch: pytest.MonkeyPatch, build: Callable[[], T]) -> T:

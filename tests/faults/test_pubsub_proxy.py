@@ -5,10 +5,8 @@ proxy): a failed call applied nothing, a lost answer was applied, a duplicate de
 earlier delivery with its ack id, a delayed call whose client gave up was never forwarded.
 """
 
-import os
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -17,7 +15,6 @@ from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from google.pubsub_v1 import PublisherClient as ApiPublisherClient
 
-from stream.local.emulators import Emulators
 from stream.names import PUBSUB_ENV, subscription_path, topic_path
 from tests.faults.pubsub_proxy import (
     ACKNOWLEDGE,
@@ -32,12 +29,6 @@ from tests.faults.relay import Shape, draw
 pytestmark = [pytest.mark.faults, pytest.mark.emulator]
 
 PROJECT = "test-project"
-
-
-@pytest.fixture
-def pubsub_proxy(emulators: Emulators) -> Iterator[PubSubFaultProxy]:
-    with PubSubFaultProxy(os.environ[PUBSUB_ENV]) as running:
-        yield running
 
 
 class Clients:

@@ -240,3 +240,22 @@ def test_a_failing_reader_gives_back_what_it_holds_when_torn_down(
     assert keeper.held == 0
     assert subscriber.modified == [(["ack-1", "ack-2"], 0)]
     keeper.stop()
+
+
+def test_a_pull_that_returns_after_the_job_ended_gives_its_batch_back(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    # The launcher gives back what the ended job held and closes the keeper; a long poll
+    # still in flight may receive exactly those messages (Pub/Sub redelivers them at once).
+    subscriber = FakeSubscriber([2], clock)
+    fn, keeper = pull_fn(monkeypatch, subscriber)
+    keeper.close()
+    out, tracker, _ = _process(fn)
+    assert out == [] and keeper.held == 0
+    assert subscriber.modified == [(["ack-1", "ack-2"], 0)]
+    assert tracker.deferred_status() is None  # the reader is done
+    keeper.reopen()
+    subscriber.answers = [1]
+    out, _, _ = _process(fn)
+    assert len(out) == 1 and keeper.held == 1
+    keeper.stop()

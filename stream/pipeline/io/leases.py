@@ -151,6 +151,9 @@ class LeaseKeeper:
         self.released = 0
         self.given_up = 0
         self._refusal: RefusedError | None = None  # an extension Pub/Sub refused for good
+        # Closed when the job ended: a pull still in flight then (it may even receive what was
+        # just given back) gives its messages back at once instead of holding them.
+        self._closed = False
 
     @property
     def held(self) -> int:
@@ -164,8 +167,20 @@ class LeaseKeeper:
         with self._lock:
             return self._leases.peak
 
-    def hold(self, owner: int, messages: Iterable[tuple[str, str]], max_lease: float) -> int:
-        """Keep these (ack id, message id) leases; returns how many were redelivered."""
+    def hold(
+        self, owner: int, messages: Iterable[tuple[str, str]], max_lease: float
+    ) -> int | None:
+        """Keep these (ack id, message id) leases; returns how many were redelivered.
+
+        None: the keeper is closed (the job ended); the messages were given back instead.
+        """
+        with self._lock:
+            closed = self._closed
+        if closed:
+            pairs = list(messages)
+            for chunk in ack_id_chunks([ack_id for ack_id, _ in pairs]):
+                self._give_back(chunk)
+            return None
         with self._lock:
             redelivered = self._leases.hold(owner, messages, self._clock(), max_lease)
             if self._thread is None:
@@ -188,20 +203,33 @@ class LeaseKeeper:
         """
         with self._lock:
             chosen = self._leases.take(owner, ack_ids)
-        released = 0
-        for chunk in ack_id_chunks(chosen):
-            try:
-                self._modify(chunk, 0, RELEASE_TIMEOUT_SECONDS)
-                released += len(chunk)
-            except PUBSUB_CALL_ERRORS as exc:
-                _LOG.warning(
-                    "leases: could not release %d messages (%s); they are redelivered when "
-                    "their lease runs out",
-                    len(chunk),
-                    exc,
-                )
+        released = sum(self._give_back(chunk) for chunk in ack_id_chunks(chosen))
         self.released += released
         return released
+
+    def close(self) -> None:
+        """The job ended: from now on a pull's messages are given back, not held."""
+        with self._lock:
+            self._closed = True
+
+    def reopen(self) -> None:
+        """A new job starts: hold what it pulls again."""
+        with self._lock:
+            self._closed = False
+
+    def _give_back(self, ack_ids: Sequence[str]) -> int:
+        """Ack deadline 0 for these; returns how many (0 if Pub/Sub could not be reached)."""
+        try:
+            self._modify(ack_ids, 0, RELEASE_TIMEOUT_SECONDS)
+        except PUBSUB_CALL_ERRORS as exc:
+            _LOG.warning(
+                "leases: could not release %d messages (%s); they are redelivered when "
+                "their lease runs out",
+                len(ack_ids),
+                exc,
+            )
+            return 0
+        return len(ack_ids)
 
     def renew(self) -> int:
         """One round of the keeper: extend every lease that is due; returns how many."""
@@ -309,7 +337,21 @@ def new_owner() -> int:
 
 
 def release_all() -> int:
-    """Give back every message any keeper of this process holds; returns how many."""
+    """The job ended: give back what every keeper of this process holds, and close them.
+
+    Closed keepers give back whatever a pull still in flight receives (`hold`); `reopen_all`
+    before the next job. Returns how many messages were given back now.
+    """
     with _registry_lock:
         keepers = list(_keepers.values())
+    for k in keepers:
+        k.close()
     return sum(k.release() for k in keepers)
+
+
+def reopen_all() -> None:
+    """A new job starts in this process: its keepers hold what it pulls again."""
+    with _registry_lock:
+        keepers = list(_keepers.values())
+    for k in keepers:
+        k.reopen()

@@ -205,13 +205,19 @@ class PullMessagesFn(beam.DoFn):
         )
         return Duration(seconds=delay)
 
-    def _hold(self, received: list[Any]) -> None:
-        """Hand the batch's leases to the keeper before any message goes downstream."""
+    def _hold(self, received: list[Any]) -> bool:
+        """Hand the batch's leases to the keeper before any message goes downstream.
+
+        False: the job has ended (its keeper is closed) and the batch was given back.
+        """
         redelivered = self._leases.hold(
             self._owner,
             [(item.ack_id, item.message.message_id) for item in received],
             self._endpoints.max_lease.total_seconds(),
         )
+        if redelivered is None:
+            _LOG.info("gave back %d messages pulled after the job ended", len(received))
+            return False
         self._held.set(self._leases.held)
         if redelivered:
             self._redelivered.inc(redelivered)
@@ -220,6 +226,7 @@ class PullMessagesFn(beam.DoFn):
                 "lease ran out (see --max_lease_seconds), or Pub/Sub delivered them twice",
                 redelivered,
             )
+        return True
 
     @beam.DoFn.unbounded_per_element()
     @no_annotations
@@ -247,7 +254,8 @@ class PullMessagesFn(beam.DoFn):
             watermark.set_watermark(max(now, watermark.current_watermark() or now))
             tracker.defer_remainder(IDLE_POLL)
             return
-        self._hold(received)
+        if not self._hold(received):
+            return  # the job ended: nothing goes downstream, nothing is deferred
         oldest = now
         for item in received:
             raw, published = _to_raw(item)
