@@ -167,9 +167,7 @@ class LeaseKeeper:
         with self._lock:
             return self._leases.peak
 
-    def hold(
-        self, owner: int, messages: Iterable[tuple[str, str]], max_lease: float
-    ) -> int | None:
+    def hold(self, owner: int, messages: Iterable[tuple[str, str]], max_lease: float) -> int | None:
         """Keep these (ack id, message id) leases; returns how many were redelivered.
 
         None: the keeper is closed (the job ended); the messages were given back instead.
