@@ -21,10 +21,8 @@ import os
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,60 +34,22 @@ from loadgen.ledger import Ledger
 from loadgen.process import PipelineProcess
 from loadgen.publish import Publisher
 from loadgen.report import Progress, PublishStats
-from loadgen.verify import Targets, verify
-from schemas.registry import EVENT_TABLES
-from stream import names
+from loadgen.resources import PROJECT, LoadTarget, new_target
+from loadgen.verify import verify
 from stream.local.emulators import Emulators
-from stream.local.provision import ensure_pubsub, ensure_tables
-from stream.pipeline.config import BigtableTarget
-from stream.pipeline.tables import TABLES
 from tests.faults.proxy import FaultProxy
 
-PROJECT = names.LOCAL_PROJECT
 _THROTTLED = re.compile(r"status: .* throttled=(\d+(?:\.\d+)?)s")
 _PEAK = re.compile(r"leases: extended .* peak: (\d+)\)")
 
 
-@dataclass(frozen=True)
-class _Part:
-    """One part's own resources: topic, subscription, dead letters, instance and tables."""
-
-    tag: str
-    topic: str
-    subscription: str
-    targets: Targets
-    flags: list[str]
-
-
-def _part(tag: str, extra_flags: Sequence[str]) -> _Part:
-    suffix = f"{tag}-{uuid.uuid4().hex[:6]}"
-    topic = names.topic_path(PROJECT, f"fault-{suffix}")
-    subscription = names.subscription_path(PROJECT, f"fault-{suffix}-sub")
-    dead_topic = names.topic_path(PROJECT, f"fault-{suffix}-dlq")
-    dead_subscription = names.subscription_path(PROJECT, f"fault-{suffix}-dlq-sub")
-    instance = f"fault-{suffix}"
-    tables = {group: spec.default_table_id for group, spec in TABLES.items()}
-    ensure_pubsub(topic, subscription, dead_topic, dead_subscription, ack_deadline=130)
-    ensure_tables(BigtableTarget(project=PROJECT, instance=instance, tables=tables))
-    flags = [
-        "--streaming",
-        f"--subscription={subscription}",
-        f"--dead_letter_topic={dead_topic}",
-        f"--bigtable_project={PROJECT}",
-        f"--bigtable_instance={instance}",
-        "--emulators=off",
-        "--record_ingest_time",
-        "--status_interval_seconds=2",
-        *extra_flags,
-    ]
-    # The verifier judges event tables only (rollup rows are aggregates nobody sent).
-    event_tables = {group: tables[group] for group in EVENT_TABLES}
-    targets = Targets(PROJECT, instance, event_tables, dead_subscription)
-    return _Part(tag, topic, subscription, targets, flags)
-
-
 def _publish(
-    part: _Part, ledger: Ledger, phase: str, rate: float, count: int | None, seconds: float | None
+    part: LoadTarget,
+    ledger: Ledger,
+    phase: str,
+    rate: float,
+    count: int | None,
+    seconds: float | None,
 ) -> PublishStats:
     progress = Progress(rate, count, seconds)
     stats = Publisher(part.topic, ledger, rate).run(load.messages(phase), progress, count, seconds)
@@ -97,12 +57,12 @@ def _publish(
     return stats
 
 
-def _stamps(part: _Part, phase: str) -> list[tuple[int, int]]:
+def _stamps(part: LoadTarget, phase: str) -> list[tuple[int, int]]:
     with BigtableDataClient(project=PROJECT) as client:
         return load.ingest_stamps(client, phase, part.targets.instance)
 
 
-def _wait_rows(part: _Part, phase: str, expected: int, timeout: float) -> int:
+def _wait_rows(part: LoadTarget, phase: str, expected: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     with BigtableDataClient(project=PROJECT) as client:
         while True:
@@ -124,7 +84,7 @@ def _log_facts(pipeline: PipelineProcess) -> dict[str, float]:
     }
 
 
-def _pipeline(part: _Part, proxy: FaultProxy, work_dir: Path) -> PipelineProcess:
+def _pipeline(part: LoadTarget, proxy: FaultProxy, work_dir: Path) -> PipelineProcess:
     log = work_dir / f"faultload-{part.tag}.log"
     return PipelineProcess(part.flags, log, env={"BIGTABLE_EMULATOR_HOST": proxy.address})
 
@@ -143,7 +103,7 @@ def _load_part(
     proxy.reset()
     proxy.reset_stats()
     faults(proxy)
-    part = _part(tag, extra_flags)
+    part = new_target(tag, ["--record_ingest_time", *extra_flags])
     ledger_path = work_dir / f"faultload-{tag}.sqlite"
     ledger_path.unlink(missing_ok=True)
     drain_domain, step_domain = f"fault-{tag}-drain", f"fault-{tag}-step"
@@ -193,7 +153,7 @@ def _outage_part(
     """A sustained load with Bigtable unreachable for `outage_seconds` in its middle."""
     proxy.reset()
     proxy.reset_stats()
-    part = _part("outage", extra_flags)
+    part = new_target("outage", ["--record_ingest_time", *extra_flags])
     domain = "fault-outage"
     ledger_path = work_dir / "faultload-outage.sqlite"
     ledger_path.unlink(missing_ok=True)
