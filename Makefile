@@ -14,7 +14,7 @@ export STREAM_PRISM_CACHE := $(PRISM_CACHE)
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help venv prism run demo seed-demo deadletters faultload test test-unit lint format emulators-up emulators-down bench clean
+.PHONY: help venv prism run demo seed-demo deadletters chaos faultload test test-unit lint format emulators-up emulators-down bench clean
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -75,6 +75,9 @@ emulators-up: venv ## Start both emulators in the background on 8085/8086
 
 emulators-down: venv ## Stop the emulators started by emulators-up
 	$(BIN)/python -m stream.local down
+
+chaos: venv prism ## A chaos soak: seeded faults and kills under traffic (ARGS="--minutes 20 --seed 7")
+	$(BIN)/python -m loadgen chaos $(ARGS)
 
 faultload: venv prism ## The bench's fault phase alone: throttling (5% RESOURCE_EXHAUSTED) and an outage
 	$(BIN)/python -m loadgen.bench.faults $(ARGS)

@@ -1,4 +1,4 @@
-"""`python -m loadgen publish|verify|expect-rows|seed-files|demo|seed-demo|bench`: load, check."""
+"""`python -m loadgen publish|verify|expect-rows|seed-files|demo|seed-demo|chaos|bench`."""
 
 import argparse
 import math
@@ -170,6 +170,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     seed_demo.add_argument("--keep", action="store_true", help="leave the emulators running")
 
+    chaos = sub.add_parser(
+        "chaos",
+        help="a soak: own emulators, fault proxies and pipeline; seeded faults and kills; "
+        "exit code = the verdict",
+    )
+    chaos.add_argument("--minutes", type=_positive, default=2.0)
+    chaos.add_argument("--seed", type=int, default=1)
+    chaos.add_argument("--rate", type=_positive, default=100.0, help="messages per second")
+    chaos.add_argument(
+        "--work-dir", type=Path, default=Path(".run/chaos"), help="logs, ledger, chaos.json"
+    )
     bench = sub.add_parser("bench", help="pipeline vs raw-client ceiling; bench/results.json")
     bench.add_argument("--output", type=Path, default=Path("bench"))
     bench.add_argument("--quick", action="store_true", help="short steps (smoke run)")
@@ -303,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_seed_demo(
             count=args.count, rate=args.rate, stamped=not args.unstamped, keep=args.keep
         )
+    if args.command == "chaos":
+        from loadgen.chaos.soak import Soak
+
+        report = Soak(args.minutes, args.seed, args.rate, args.work_dir).run()
+        return 0 if report.ok else 1
     from loadgen.bench.run import run_bench
 
     phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())

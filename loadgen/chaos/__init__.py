@@ -1,0 +1,1 @@
+"""The chaos soak: seeded faults on both proxies and process kills under steady traffic."""
