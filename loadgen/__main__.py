@@ -187,8 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--backlog", type=int, default=200_000, help="messages for the RSS run")
     bench.add_argument(
         "--phases",
-        default="ceiling,drain,million,steps,profile,direct,state,faults",
-        help="comma-separated subset of ceiling,drain,million,steps,profile,direct,state,faults",
+        default="ceiling,drain,million,steps,profile,direct,state,faults,chaos",
+        help="comma-separated subset of ceiling,drain,million,steps,profile,direct,state,"
+        "faults,chaos (chaos alone: only that key of results.json is rewritten)",
     )
     bench.add_argument(
         "--configs",

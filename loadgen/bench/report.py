@@ -43,6 +43,7 @@ class Results:
     million: dict[str, dict[str, Any]] = field(default_factory=dict)  # per configuration
     rollup_state: dict[str, Any] = field(default_factory=dict)
     faults: dict[str, Any] = field(default_factory=dict)
+    chaos: dict[str, Any] = field(default_factory=dict)  # the soak (loadgen/chaos/soak.py)
     summary: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
 

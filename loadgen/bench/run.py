@@ -14,7 +14,9 @@ Phases (fresh emulators on free ports; each phase writes rows under its own key 
 6. direct: the DirectRunner's drain rate, for comparison;
 7. state: rollup state bytes per event;
 8. faults: throughput under 5% RESOURCE_EXHAUSTED (as a ratio of the same run without)
-   and the recovery after a 120 s outage, ledger-exact (loadgen/bench/faults.py).
+   and the recovery after a 120 s outage, ledger-exact (loadgen/bench/faults.py);
+9. chaos: a 20-minute soak of seeded faults and kills (loadgen/chaos/soak.py; 2 minutes
+   with --quick). `--phases chaos` alone updates only that key of an existing results.json.
 Nothing here asserts timings.
 """
 
@@ -25,6 +27,7 @@ from contextlib import ExitStack
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 import psutil
@@ -43,12 +46,35 @@ from loadgen.bench.report import (
 )
 from loadgen.bench.sizing import markdown, sizing
 from loadgen.bench.state_size import measure_state
+from loadgen.chaos.soak import Soak
 from stream import names
 from stream.launch.options import to_config
 from stream.local import environment as local
 from stream.local.emulators import Emulators
 
-PHASES = ("ceiling", "drain", "million", "steps", "profile", "direct", "state", "faults")
+PHASES = (
+    "ceiling", "drain", "million", "steps", "profile", "direct", "state", "faults", "chaos"
+)  # fmt: skip
+CHAOS_SEED = 7
+
+
+def _soak(quick: bool) -> dict[str, Any]:
+    """The chaos soak on emulators of its own; its report as JSON."""
+    report = Soak(2 if quick else 20, CHAOS_SEED, 100.0, phases.RUN_DIR / "chaos").run()
+    return {**asdict(report), "ok": report.ok}
+
+
+def _record_chaos_only(output: Path, quick: bool) -> int:
+    """Run the soak alone and write it into the existing results.json (the rest unchanged)."""
+    path = output / "results.json"
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    recorded["chaos"] = {
+        "recorded": datetime.now(UTC).isoformat(timespec="seconds"),
+        **_soak(quick),
+    }
+    path.write_text(json.dumps(recorded, indent=2) + "\n")
+    print(f"bench: wrote the chaos soak into {path}")
+    return 0 if recorded["chaos"]["ok"] else 1
 
 
 def run_bench(
@@ -61,6 +87,8 @@ def run_bench(
     """Run the phases for the configs; write results.json and throughput.png into `output`."""
     chosen = {name: flags for name, flags in CONFIGS.items() if name in configs}
     output.mkdir(parents=True, exist_ok=True)
+    if phases_to_run == ("chaos",):
+        return _record_chaos_only(output, quick)
     phases.RUN_DIR.mkdir(exist_ok=True)
     step_seconds = 15.0 if quick else 60.0
     # Full: 1,000/s, then 500/s steps from 2,000/s (below that every config keeps up).
@@ -127,6 +155,8 @@ def run_bench(
                     ["--runner=BundleBasedDirectRunner"],
                     "direct",
                 )
+    if "chaos" in phases_to_run:  # emulators of its own, after the others are stopped
+        results.chaos = _soak(quick)
     results.summary = summarise(results, best_ceiling)
     harness = {
         name: sum(

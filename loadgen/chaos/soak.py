@@ -114,7 +114,7 @@ class _Pipeline:
     def _start(self) -> PipelineProcess:
         process = PipelineProcess(self._flags, self._log, env=self._env)
         deadline = time.monotonic() + 120
-        while "status:" not in process.new_lines("status:") and time.monotonic() < deadline:
+        while not process.new_lines("status:") and time.monotonic() < deadline:
             if not process.alive():
                 break
             time.sleep(TICK)

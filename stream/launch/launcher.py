@@ -6,15 +6,22 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
+from pathlib import Path
 from types import FrameType
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    PortableOptions,
+    PrismRunnerOptions,
+    SetupOptions,
+)
 from apache_beam.runners.runner import PipelineState
 
 from stream.launch import patches
 from stream.launch.checks import ResourceError, check_subscription, check_tables
 from stream.launch.options import DATAFLOW, PRISM, ConfigError, to_config, uses_emulators
+from stream.launch.prism import PrismServer, PrismStartError
 from stream.launch.runners import RunnerChoice, choose_runner
 from stream.launch.status import StatusPrinter
 from stream.local import environment as local
@@ -171,18 +178,33 @@ def _release_held_messages() -> int:
     return released
 
 
-def _run_locally(options: PipelineOptions, config: IngestConfig, choice: RunnerChoice) -> int:
+def _prism_server(options: PipelineOptions, choice: RunnerChoice) -> PrismServer | None:
+    """The launcher's own Prism, unless the runner is not Prism or a --job_endpoint was given."""
+    portable = options.view_as(PortableOptions)
+    location = options.view_as(PrismRunnerOptions).prism_location
+    if choice.name != PRISM or portable.job_endpoint or not location:
+        return None
+    return PrismServer(Path(location))
+
+
+def _run_locally(
+    options: PipelineOptions, config: IngestConfig, choice: RunnerChoice, stack: ExitStack
+) -> int:
     stop = _Stop()
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     restarts = Restarts(config.max_restarts)
+    prism = _prism_server(options, choice)
+    if prism is not None:
+        stack.callback(prism.stop)
     while True:
         started = time.monotonic()
         leases.reopen_all()  # after a failed run: hold what this one pulls
+        if prism is not None:  # a Prism that died (killed, crashed) is started again
+            options.view_as(PortableOptions).job_endpoint = prism.endpoint()
         result = _build(options, config, choice).run()
-        # Beam's StopOnExitJobServer installs its own SIGINT handler during run(), which
-        # destroys Prism's job service before calling ours: the job then looks failed.
-        # Ours goes first again; we cancel cleanly, and Beam's atexit still stops Prism.
+        # Beam's job servers may install their own SIGINT handler during run(): ours goes
+        # first again, so the first Ctrl-C cancels cleanly.
         signal.signal(signal.SIGINT, stop)
         state, refusal = _wait(result, config, stop)
         _LOG.info("pipeline finished: %s", state)
@@ -256,4 +278,8 @@ def run(argv: list[str]) -> int:
             result = _build(options, config, choice).run()
             _LOG.info("submitted to Dataflow: %s", getattr(result, "job_id", lambda: "")())
             return 0
-        return _run_locally(options, config, choice)
+        try:
+            return _run_locally(options, config, choice, stack)
+        except PrismStartError as exc:
+            _LOG.error("%s", exc)
+            return 1

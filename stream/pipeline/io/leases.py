@@ -12,7 +12,8 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from google.cloud import pubsub_v1
@@ -36,6 +37,7 @@ EXTEND_BY_SECONDS = 60  # what each extension asks for (Pub/Sub allows 0 to 600)
 RENEW_BEFORE_SECONDS = 20.0  # extend again when less than this is left
 TICK_SECONDS = 1.0
 RELEASE_TIMEOUT_SECONDS = 10.0
+PULLS_GRACE_SECONDS = 2.0  # how long a job's end waits for pulls in flight (release_all)
 _LOG = logging.getLogger(__name__)
 
 
@@ -154,6 +156,8 @@ class LeaseKeeper:
         # Closed when the job ended: a pull still in flight then (it may even receive what was
         # just given back) gives its messages back at once instead of holding them.
         self._closed = False
+        self._pulls = 0  # pulls in flight on this subscription (the pull source's readers)
+        self._idle = threading.Condition(self._lock)
 
     @property
     def held(self) -> int:
@@ -205,6 +209,28 @@ class LeaseKeeper:
         self.released += released
         return released
 
+    @contextmanager
+    def pulling(self) -> Iterator[None]:
+        """Around one pull call: `wait_for_pulls` knows a pull is in flight."""
+        with self._lock:
+            self._pulls += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pulls -= 1
+                self._idle.notify_all()
+
+    def wait_for_pulls(self, deadline: float) -> bool:
+        """Wait (until `deadline`, monotonic) for the pulls in flight to return; True if none."""
+        with self._lock:
+            while self._pulls:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+            return True
+
     def close(self) -> None:
         """The job ended: from now on a pull's messages are given back, not held."""
         with self._lock:
@@ -214,6 +240,8 @@ class LeaseKeeper:
         """A new job starts: hold what it pulls again."""
         with self._lock:
             self._closed = False
+        self._pulls = 0  # pulls in flight on this subscription (the pull source's readers)
+        self._idle = threading.Condition(self._lock)
 
     def _give_back(self, ack_ids: Sequence[str]) -> int:
         """Ack deadline 0 for these; returns how many (0 if Pub/Sub could not be reached)."""
@@ -334,17 +362,24 @@ def new_owner() -> int:
         return next(_owners)
 
 
-def release_all() -> int:
+def release_all(grace: float = PULLS_GRACE_SECONDS) -> int:
     """The job ended: give back what every keeper of this process holds, and close them.
 
-    Closed keepers give back whatever a pull still in flight receives (`hold`); `reopen_all`
-    before the next job. Returns how many messages were given back now.
+    Pub/Sub hands a message given back to any pull in flight, such as a long poll of this
+    very process: closed keepers give back what such a pull receives (`hold`), and this waits
+    up to `grace` seconds for those pulls to return (one that captured messages returns at
+    once; one still waiting has nothing). `reopen_all` before the next job. Returns how many
+    messages were given back now.
     """
     with _registry_lock:
         keepers = list(_keepers.values())
     for k in keepers:
         k.close()
-    return sum(k.release() for k in keepers)
+    released = sum(k.release() for k in keepers)
+    deadline = time.monotonic() + grace
+    for k in keepers:
+        k.wait_for_pulls(deadline)
+    return released
 
 
 def reopen_all() -> None:

@@ -156,7 +156,7 @@ class PullMessagesFn(beam.DoFn):
     def _pull(self, max_messages: int, at_hand_only: bool = False) -> list[Any]:
         request = {"subscription": self._endpoints.subscription, "max_messages": max_messages}
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), self._leases.pulling():
                 # deprecated, but exactly "what is at hand" (DESIGN.md, "Filling a batch")
                 warnings.simplefilter("ignore", DeprecationWarning)
                 response = self._subscriber.pull(
