@@ -9,16 +9,7 @@ import psutil
 
 from loadgen.chaos.schedule import Action
 from tests.faults.proxy import FaultProxy
-from tests.faults.pubsub_proxy import SHORT_NAMES, PubSubFaultProxy
-
-TRANSIENT = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.CANCELLED,
-)
+from tests.faults.pubsub_proxy import SHORT_NAMES, TRANSIENT_CODES, PubSubFaultProxy
 
 
 def on_bigtable(action: Action, proxy: FaultProxy) -> None:
@@ -29,8 +20,8 @@ def on_bigtable(action: Action, proxy: FaultProxy) -> None:
     elif action.name == "bigtable_overload":
         proxy.fail_entries(0.2, codes=(grpc.StatusCode.RESOURCE_EXHAUSTED,), seed=action.seed)
     elif action.name == "bigtable_errors":
-        proxy.fail_calls(0.2, code=rng.choice(TRANSIENT), seed=action.seed)
-        proxy.fail_entries(0.05, codes=TRANSIENT, seed=action.seed)
+        proxy.fail_calls(0.2, code=rng.choice(TRANSIENT_CODES), seed=action.seed)
+        proxy.fail_entries(0.05, codes=TRANSIENT_CODES, seed=action.seed)
     elif action.name == "bigtable_slow":
         proxy.delay_calls(1.0, ratio=0.3, seed=action.seed)
     else:
@@ -43,7 +34,7 @@ def on_pubsub(action: Action, proxy: PubSubFaultProxy) -> None:
         proxy.outage(action.seconds)
     elif action.name == "pubsub_errors":
         for offset, method in enumerate(SHORT_NAMES):
-            proxy.fail(method, 0.15, codes=TRANSIENT, seed=action.seed + offset)
+            proxy.fail(method, 0.15, codes=TRANSIENT_CODES, seed=action.seed + offset)
     elif action.name == "pubsub_lost_answers":
         for offset, method in enumerate(SHORT_NAMES):
             ratio = 0.05 if method == "Pull" else 0.2

@@ -23,14 +23,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import signal
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import grpc
@@ -54,7 +50,9 @@ from tests.faults.relay import (
     code_named,
     code_number,
     draw,
+    proxy_parser,
     relay_stream,
+    serve,
     shapes_of,
 )
 
@@ -428,15 +426,7 @@ def _entries_response(injected: Iterable[tuple[int, grpc.StatusCode, str]]) -> b
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.faults.proxy",
-        description="Fault-injecting gRPC proxy in front of the Bigtable emulator "
-        "(point BIGTABLE_EMULATOR_HOST at --host:--port).",
-    )
-    parser.add_argument("--upstream", required=True, help="emulator host:port")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every ratio rule")
+    parser = proxy_parser("python -m tests.faults.proxy", "Bigtable", "BIGTABLE_EMULATOR_HOST")
     parser.add_argument(
         "--fail-calls", type=float, default=0.0, metavar="RATIO", help="fail whole calls"
     )
@@ -475,7 +465,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="repeatable; entries for this row key always fail with INVALID_ARGUMENT",
     )
-    parser.add_argument("--stats-every", type=float, default=5.0, metavar="SECONDS")
     return parser
 
 
@@ -499,27 +488,11 @@ def configure(proxy: FaultProxy, args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a proxy until Ctrl-C or SIGTERM, printing a stats line every few seconds."""
     args = _parser().parse_args(argv)
-    done = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    try:
-        proxy = FaultProxy(args.upstream, host=args.host, port=args.port).start()
-    except ProxyBindError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    with proxy:
-        configure(proxy, args)
-        print(f"fault proxy {proxy.address} -> {args.upstream}", flush=True)
-        try:
-            while not done.wait(args.stats_every):
-                print(proxy.stats().line(), flush=True)
-        except KeyboardInterrupt:
-            pass
-        print(f"final: {proxy.stats().line()}", flush=True)
-    return 0
+    return serve(
+        lambda: FaultProxy(args.upstream, host=args.host, port=args.port).start(),
+        lambda proxy: configure(proxy, args),
+        args,
+    )
 
 
 if __name__ == "__main__":

@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import signal
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import grpc
@@ -37,7 +33,6 @@ from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTra
 from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
 
 from tests.faults.relay import (
-    ProxyBindError,
     RatioRule,
     Relay,
     Shape,
@@ -46,6 +41,8 @@ from tests.faults.relay import (
     check_ratio,
     code_named,
     draw,
+    proxy_parser,
+    serve,
     shapes_of,
 )
 
@@ -62,6 +59,20 @@ SHORT_NAMES = {
     "ModifyAckDeadline": MODIFY_ACK_DEADLINE,
     "Publish": PUBLISH,
 }
+# The codes Pub/Sub really returns: transient (its clients retry them) and refused for good.
+TRANSIENT_CODES = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+)
+REFUSED_CODES = (
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+)
 LOST_ANSWER = "injected by PubSubFaultProxy: the answer was lost (the call was applied)"
 _PullResponsePb: Any = PullResponse.pb()
 _TRANSPORTS = (PublisherGrpcTransport, SubscriberGrpcTransport)
@@ -350,15 +361,7 @@ class PubSubFaultProxy(Relay):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.faults.pubsub_proxy",
-        description="Fault-injecting gRPC proxy in front of the Pub/Sub emulator "
-        "(point PUBSUB_EMULATOR_HOST at --host:--port).",
-    )
-    parser.add_argument("--upstream", required=True, help="emulator host:port")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = proxy_parser("python -m tests.faults.pubsub_proxy", "Pub/Sub", "PUBSUB_EMULATOR_HOST")
     parser.add_argument(
         "--fail",
         action="append",
@@ -370,7 +373,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lose", action="append", default=[], metavar="METHOD=RATIO")
     parser.add_argument("--duplicate", type=float, default=0.0, metavar="RATIO")
     parser.add_argument("--outage", type=float, default=0.0, metavar="SECONDS")
-    parser.add_argument("--stats-every", type=float, default=5.0, metavar="SECONDS")
     return parser
 
 
@@ -382,38 +384,27 @@ def _pairs(values: Iterable[str]) -> list[tuple[str, float]]:
     return pairs
 
 
+def configure(proxy: PubSubFaultProxy, args: argparse.Namespace) -> None:
+    """Apply the CLI's rules to a proxy."""
+    codes = args.code or (grpc.StatusCode.UNAVAILABLE,)
+    for method, ratio in _pairs(args.fail):
+        proxy.fail(method, ratio, codes, seed=args.seed)
+    for method, ratio in _pairs(args.lose):
+        proxy.lose_answers(method, ratio, seed=args.seed)
+    if args.duplicate:
+        proxy.duplicate_deliveries(args.duplicate, seed=args.seed)
+    if args.outage:
+        proxy.outage(args.outage)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a proxy until Ctrl-C or SIGTERM, printing a stats line every few seconds."""
     args = _parser().parse_args(argv)
-    done = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    try:
-        proxy = PubSubFaultProxy(args.upstream, host=args.host, port=args.port).start()
-    except ProxyBindError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    with proxy:
-        codes = args.code or (grpc.StatusCode.UNAVAILABLE,)
-        for method, ratio in _pairs(args.fail):
-            proxy.fail(method, ratio, codes, seed=args.seed)
-        for method, ratio in _pairs(args.lose):
-            proxy.lose_answers(method, ratio, seed=args.seed)
-        if args.duplicate:
-            proxy.duplicate_deliveries(args.duplicate, seed=args.seed)
-        if args.outage:
-            proxy.outage(args.outage)
-        print(f"pubsub fault proxy {proxy.address} -> {args.upstream}", flush=True)
-        try:
-            while not done.wait(args.stats_every):
-                print(proxy.stats().line(), flush=True)
-        except KeyboardInterrupt:
-            pass
-        print(f"final: {proxy.stats().line()}", flush=True)
-    return 0
+    return serve(
+        lambda: PubSubFaultProxy(args.upstream, host=args.host, port=args.port).start(),
+        lambda proxy: configure(proxy, args),
+        args,
+    )
 
 
 if __name__ == "__main__":

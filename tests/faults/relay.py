@@ -12,13 +12,15 @@ import argparse
 import enum
 import functools
 import hashlib
+import signal
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, NoReturn
 
 import grpc
@@ -387,3 +389,45 @@ def code_named(name: str) -> grpc.StatusCode:
         return CODES[name.upper()]
     except KeyError:
         raise argparse.ArgumentTypeError(f"unknown status code {name!r}") from None
+
+
+def proxy_parser(prog: str, emulator: str, env_var: str) -> argparse.ArgumentParser:
+    """The options every proxy CLI has: where it listens and forwards, the seed, stats."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=f"Fault-injecting gRPC proxy in front of the {emulator} emulator "
+        f"(point {env_var} at --host:--port).",
+    )
+    parser.add_argument("--upstream", required=True, help="emulator host:port")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every ratio rule")
+    parser.add_argument("--stats-every", type=float, default=5.0, metavar="SECONDS")
+    return parser
+
+
+def serve(
+    start: Callable[[], Any], configure: Callable[[Any], None], args: argparse.Namespace
+) -> int:
+    """Run the proxy `start()` returns until Ctrl-C or SIGTERM, a stats line every few seconds."""
+    done = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        proxy = start()
+    except ProxyBindError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    with proxy:
+        configure(proxy)
+        print(f"{type(proxy).__name__} {proxy.address} -> {args.upstream}", flush=True)
+        try:
+            while not done.wait(args.stats_every):
+                print(proxy.stats().line(), flush=True)
+        except KeyboardInterrupt:
+            pass
+        print(f"final: {proxy.stats().line()}", flush=True)
+    return 0

@@ -31,25 +31,14 @@ from stream.pipeline.io.pubsub_pull import UNBOUNDED, PullMessagesFn, _Pulls
 from stream.pipeline.letters import MESSAGE_ID_ATTRIBUTE
 from stream.pipeline.messages import DeadLetter, ErrorKind, RawMessage, Stage
 from stream.pipeline.refused import MARKER, RefusedError
-from tests.faults.pubsub_proxy import PubSubFaultProxy
+from tests.faults.pubsub_proxy import REFUSED_CODES, TRANSIENT_CODES, PubSubFaultProxy
 from tests.helpers.load import publish
 from tests.helpers.resources import TestResources
 
 pytestmark = [pytest.mark.faults, pytest.mark.emulator]
 
-TRANSIENT = [
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.CANCELLED,
-]
-PERMANENT = [
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.FAILED_PRECONDITION,
-]
+TRANSIENT = list(TRANSIENT_CODES)
+PERMANENT = list(REFUSED_CODES)
 T = TypeVar("T")
 
 

@@ -17,7 +17,7 @@ from loadgen.process import PipelineProcess
 from loadgen.readback import pull_letters, table_rows
 from loadgen.report import PublishStats
 from stream.names import PUBSUB_ENV
-from tests.faults.pubsub_proxy import PubSubFaultProxy
+from tests.faults.pubsub_proxy import TRANSIENT_CODES, PubSubFaultProxy
 from tests.faults.test_throttling import assert_never_restarted
 from tests.helpers.builders import consent_body, encoded
 from tests.helpers.load import publish, publish_load, verify_load, wait_for
@@ -25,14 +25,7 @@ from tests.helpers.resources import PROJECT, TestResources, new_resources
 
 pytestmark = [pytest.mark.faults, pytest.mark.emulator, pytest.mark.slow]
 
-TRANSIENT = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.CANCELLED,
-)
+TRANSIENT = TRANSIENT_CODES
 ACK_DEADLINE = 30  # what a lost pull answer delays its messages by
 WRITE_TIMEOUT = 10  # the ack deadline must hold 2 x this + 10 s
 
