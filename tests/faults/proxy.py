@@ -489,6 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a proxy until Ctrl-C or SIGTERM, printing a stats line every few seconds."""
     args = _parser().parse_args(argv)
     return serve(
+        "fault proxy",
         lambda: FaultProxy(args.upstream, host=args.host, port=args.port).start(),
         lambda proxy: configure(proxy, args),
         args,

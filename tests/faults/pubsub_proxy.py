@@ -401,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a proxy until Ctrl-C or SIGTERM, printing a stats line every few seconds."""
     args = _parser().parse_args(argv)
     return serve(
+        "pubsub fault proxy",
         lambda: PubSubFaultProxy(args.upstream, host=args.host, port=args.port).start(),
         lambda proxy: configure(proxy, args),
         args,

@@ -407,7 +407,10 @@ def proxy_parser(prog: str, emulator: str, env_var: str) -> argparse.ArgumentPar
 
 
 def serve(
-    start: Callable[[], Any], configure: Callable[[Any], None], args: argparse.Namespace
+    label: str,
+    start: Callable[[], Any],
+    configure: Callable[[Any], None],
+    args: argparse.Namespace,
 ) -> int:
     """Run the proxy `start()` returns until Ctrl-C or SIGTERM, a stats line every few seconds."""
     done = threading.Event()
@@ -423,7 +426,7 @@ def serve(
         return 2
     with proxy:
         configure(proxy)
-        print(f"{type(proxy).__name__} {proxy.address} -> {args.upstream}", flush=True)
+        print(f"{label} {proxy.address} -> {args.upstream}", flush=True)
         try:
             while not done.wait(args.stats_every):
                 print(proxy.stats().line(), flush=True)

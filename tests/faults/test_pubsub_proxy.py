@@ -5,8 +5,13 @@ proxy): a failed call applied nothing, a lost answer was applied, a duplicate de
 earlier delivery with its ack id, a delayed call whose client gave up was never forwarded.
 """
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,6 +20,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from google.pubsub_v1 import PublisherClient as ApiPublisherClient
 
+from stream.local.emulators import Emulators
 from stream.names import PUBSUB_ENV, subscription_path, topic_path
 from tests.faults.pubsub_proxy import (
     ACKNOWLEDGE,
@@ -215,3 +221,32 @@ def test_rules_are_per_method(pubsub_proxy: PubSubFaultProxy, clients: Clients) 
         clients.ack([received.ack_id], faulty=True)
     stats = pubsub_proxy.stats()
     assert stats.of(PULL).failed == 0 and stats.of(ACKNOWLEDGE).failed == 1
+
+
+def test_the_cli_runs_until_signalled(
+    emulators: Emulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "tests.faults.pubsub_proxy", "--upstream"]
+    command += [os.environ[PUBSUB_ENV], "--fail", "Publish=1.0", "--code", "INTERNAL"]
+    command += ["--stats-every", "0.2"]
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert banner.startswith("pubsub fault proxy 127.0.0.1:"), banner
+        with monkeypatch.context() as patch:
+            patch.setenv(PUBSUB_ENV, banner.split()[3])
+            publisher = pubsub_v1.PublisherClient()
+        with pytest.raises(gexc.InternalServerError):
+            ApiPublisherClient.publish(
+                publisher,
+                request={"topic": topic_path(PROJECT, "cli-none"), "messages": [{"data": b"x"}]},
+                retry=None,
+                timeout=5,
+            )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert "final: Publish: calls=1 failed=1" in out
