@@ -4,6 +4,8 @@ A fake subscriber answers each pull from a script with the client's own response
 fake clock moves a fixed step per pull. Leases go to a real LeaseKeeper on the fake.
 """
 
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -258,4 +260,59 @@ def test_a_pull_that_returns_after_the_job_ended_gives_its_batch_back(
     subscriber.answers = [1]
     out, _, _ = _process(fn)
     assert len(out) == 1 and keeper.held == 1
+    keeper.stop()
+
+
+def test_the_jobs_end_waits_for_a_torn_down_readers_release_in_flight(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    # Prism tears the reader down on its own thread while the launcher releases what the job
+    # held: the launcher must not return (and the process exit) while that give-back runs.
+    subscriber = FakeSubscriber([2], clock)
+    fn, keeper = pull_fn(monkeypatch, subscriber)
+    _process(fn)
+    entered, proceed = threading.Event(), threading.Event()
+    give_back = subscriber.modify_ack_deadline
+
+    def slow_give_back(request: dict[str, Any], **kwargs: Any) -> None:
+        entered.set()
+        proceed.wait()
+        give_back(request, **kwargs)
+
+    subscriber.modify_ack_deadline = slow_give_back  # type: ignore[method-assign]
+    teardown = threading.Thread(target=fn.teardown)
+    teardown.start()
+    assert entered.wait(5)
+    at_job_end: list[int] = []
+    job_end = threading.Thread(target=lambda: at_job_end.append(keeper.release()))
+    job_end.start()
+    job_end.join(0.3)
+    blocked = job_end.is_alive()  # behind the teardown's give-back
+    proceed.set()
+    assert blocked
+    teardown.join(5)
+    job_end.join(5)
+    assert at_job_end == [0]  # nothing left: the teardown gave both back
+    assert subscriber.modified == [(["ack-1", "ack-2"], 0)]
+    keeper.stop()
+
+
+def test_a_batch_given_back_after_the_job_ended_counts_as_a_pull_in_flight(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    # release_all waits for pulls in flight: that must cover giving back what one received.
+    subscriber = FakeSubscriber([2], clock)
+    fn, keeper = pull_fn(monkeypatch, subscriber)
+    in_flight: list[bool] = []
+    give_back = subscriber.modify_ack_deadline
+
+    def observed_give_back(request: dict[str, Any], **kwargs: Any) -> None:
+        in_flight.append(not keeper.wait_for_pulls(time.monotonic()))
+        give_back(request, **kwargs)
+
+    subscriber.modify_ack_deadline = observed_give_back  # type: ignore[method-assign]
+    keeper.close()
+    out, _, _ = _process(fn)
+    assert out == [] and in_flight == [True]
+    assert keeper.wait_for_pulls(time.monotonic())  # and over once the batch is back
     keeper.stop()

@@ -146,6 +146,9 @@ class LeaseKeeper:
         self._subscriber = subscriber
         self._clock = clock
         self._lock = threading.Lock()
+        # One release at a time: the launcher's release at job end waits for a torn-down
+        # reader's release in flight on another thread, which process exit would cut short.
+        self._releasing = threading.Lock()
         self._leases = Leases()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -197,21 +200,30 @@ class LeaseKeeper:
         with self._lock:
             self._leases.done(ack_ids)
 
-    def release(self, owner: int | None = None, ack_ids: Iterable[str] | None = None) -> int:
+    def release(
+        self,
+        owner: int | None = None,
+        ack_ids: Iterable[str] | None = None,
+        note: str | None = None,
+    ) -> int:
         """Give messages back at once (ack deadline 0): `owner`'s, the `ack_ids`, or all.
 
         Best effort: if Pub/Sub cannot be reached, they come back when their last
-        extension runs out (at most EXTEND_BY_SECONDS).
+        extension runs out (at most EXTEND_BY_SECONDS). `note`: logged with the count
+        ("released N messages <note>") before the next release may start.
         """
-        with self._lock:
-            chosen = self._leases.take(owner, ack_ids)
-        released = sum(self._give_back(chunk) for chunk in ack_id_chunks(chosen))
-        self.released += released
+        with self._releasing:
+            with self._lock:
+                chosen = self._leases.take(owner, ack_ids)
+            released = sum(self._give_back(chunk) for chunk in ack_id_chunks(chosen))
+            self.released += released
+            if released and note:
+                _LOG.info("released %d messages %s", released, note)
         return released
 
     @contextmanager
     def pulling(self) -> Iterator[None]:
-        """Around one pull call: `wait_for_pulls` knows a pull is in flight."""
+        """Around a pull and the hold of its batch: `wait_for_pulls` knows one is in flight."""
         with self._lock:
             self._pulls += 1
         try:

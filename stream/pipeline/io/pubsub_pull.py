@@ -145,9 +145,7 @@ class PullMessagesFn(beam.DoFn):
         # that bundle held are given back at once instead of after their ack deadline.
         keeper: leases.LeaseKeeper | None = getattr(self, "_leases", None)
         if keeper is not None:
-            released = keeper.release(self._owner)
-            if released:
-                _LOG.info("released %d messages this reader held (ack deadline 0)", released)
+            keeper.release(self._owner, note="this reader held (ack deadline 0)")
 
     def start_bundle(self) -> None:
         # No long poll once a reader of this bundle yielded a batch (DESIGN.md).
@@ -156,7 +154,7 @@ class PullMessagesFn(beam.DoFn):
     def _pull(self, max_messages: int, at_hand_only: bool = False) -> list[Any]:
         request = {"subscription": self._endpoints.subscription, "max_messages": max_messages}
         try:
-            with warnings.catch_warnings(), self._leases.pulling():
+            with warnings.catch_warnings():
                 # deprecated, but exactly "what is at hand" (DESIGN.md, "Filling a batch")
                 warnings.simplefilter("ignore", DeprecationWarning)
                 response = self._subscriber.pull(
@@ -240,12 +238,15 @@ class PullMessagesFn(beam.DoFn):
         if not tracker.try_claim(position):
             return
         self._leases.raise_refusal()  # the keeper's calls were refused: stop before pulling
-        try:
-            received = self._fill(at_hand_only=self._yielded)
-        except TRANSIENT_PUBSUB_ERRORS as exc:
-            # The watermark stays: what is waiting in the subscription is not known now.
-            tracker.defer_remainder(self._pull_failed(exc))
-            return
+        # In flight until the batch is held or given back: the job's end waits for both.
+        with self._leases.pulling():
+            try:
+                received = self._fill(at_hand_only=self._yielded)
+            except TRANSIENT_PUBSUB_ERRORS as exc:
+                # The watermark stays: what is waiting in the subscription is not known now.
+                tracker.defer_remainder(self._pull_failed(exc))
+                return
+            held = not received or self._hold(received)
         self._backoff = None
         now = Timestamp.now()
         if not received:
@@ -254,7 +255,7 @@ class PullMessagesFn(beam.DoFn):
             watermark.set_watermark(max(now, watermark.current_watermark() or now))
             tracker.defer_remainder(IDLE_POLL)
             return
-        if not self._hold(received):
+        if not held:
             return  # the job ended: nothing goes downstream, nothing is deferred
         oldest = now
         for item in received:
