@@ -26,7 +26,7 @@ from loadgen.report import Progress
 from loadgen.seed import write_request_files
 from loadgen.traffic import Planned, Replay, TrafficGenerator, TrafficOptions, from_file
 from loadgen.verify import Targets, Verdict, verify
-from schemas.registry import EVENT_TABLES
+from schemas.registry import event_tables
 from stream import names
 from stream.launch.options import to_config
 from stream.local import environment as local
@@ -37,7 +37,7 @@ TOPIC = names.topic_path(names.LOCAL_PROJECT, names.LOCAL_TOPIC)
 TARGETS = Targets(
     project=names.LOCAL_PROJECT,
     instance=names.LOCAL_INSTANCE,
-    tables={group: spec.default_table_id for group, spec in EVENT_TABLES.items()},
+    tables={group: spec.default_table_id for group, spec in event_tables().items()},
     dead_letter_subscription=names.subscription_path(
         names.LOCAL_PROJECT, names.LOCAL_DEAD_LETTER_SUBSCRIPTION
     ),

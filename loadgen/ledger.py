@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadgen.expect import PUBLISH_TIME
-from loadgen.traffic import LOADGEN_ID, Planned
+from loadgen.traffic import LOADGEN_ID, UNJUDGED, Planned
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -190,6 +190,13 @@ class Ledger:
             group.append(ExpectedEvent(seq, key, ts, json.loads(cells), window))
         if group:
             yield group
+
+    def unjudged(self) -> set[int]:
+        """Seqs of sent messages whose outcome the oracle cannot predict (traffic.UNJUDGED)."""
+        rows = self._db.execute(
+            "SELECT seq FROM messages WHERE expect=? AND status='sent'", (UNJUDGED,)
+        )
+        return {seq for (seq,) in rows.fetchall()}
 
     def expected_letters(self) -> dict[int, str]:
         """Seq -> reason for every sent message that must be dead-lettered."""

@@ -5,11 +5,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loadgen.verify import Targets
-from schemas.registry import EVENT_TABLES
+from schemas.registry import event_tables
 from stream import names
 from stream.local.provision import ensure_pubsub, ensure_tables
 from stream.pipeline.config import BigtableTarget
-from stream.pipeline.tables import TABLES
+from stream.pipeline.tables import tables as all_tables
 
 PROJECT = names.LOCAL_PROJECT
 
@@ -35,7 +35,7 @@ def new_target(tag: str, extra_flags: Sequence[str] = (), ack_deadline: int = 13
     dead_topic = names.topic_path(PROJECT, f"{name}-dlq")
     dead_subscription = names.subscription_path(PROJECT, f"{name}-dlq-sub")
     instance = name
-    tables = {group: spec.default_table_id for group, spec in TABLES.items()}
+    tables = {group: spec.default_table_id for group, spec in all_tables().items()}
     ensure_pubsub(topic, subscription, dead_topic, dead_subscription, ack_deadline=ack_deadline)
     ensure_tables(BigtableTarget(project=PROJECT, instance=instance, tables=tables))
     flags = [
@@ -49,6 +49,6 @@ def new_target(tag: str, extra_flags: Sequence[str] = (), ack_deadline: int = 13
         *extra_flags,
     ]
     # The verifier judges event tables only (rollup rows are aggregates nobody sent).
-    event_tables = {group: tables[group] for group in EVENT_TABLES}
-    targets = Targets(PROJECT, instance, event_tables, dead_subscription)
+    judged = {group: tables[group] for group in event_tables()}
+    targets = Targets(PROJECT, instance, judged, dead_subscription)
     return LoadTarget(tag, topic, subscription, instance, tables, targets, flags)

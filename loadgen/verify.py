@@ -38,6 +38,7 @@ class Verdict:
     redelivered: int = 0  # dead letters of a redelivered original: at-least-once, not wrong
     too_late: int = 0  # rows stored but too late for their window's rollup (notices)
     history: int = 0  # dead letters of messages since redriven into their rows (expected)
+    unjudged: int = 0  # dead letters of messages the ledger could not predict (a plugin's file)
     examples: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -177,6 +178,7 @@ def judge_letters(ledger: Ledger, verdict: Verdict) -> None:
     of the kind it was refused for before: history, counted apart.
     """
     expected = ledger.expected_letters()
+    unjudged = ledger.unjudged()
     rows = ledger.row_seqs()
     history = ledger.redriven()
     letters = ledger.dead_letters()
@@ -185,7 +187,9 @@ def judge_letters(ledger: Ledger, verdict: Verdict) -> None:
     originals: set[tuple[int, str]] = set()
     for letter in letters:
         seq = ledger.seq_of(letter.loadgen_id)
-        if seq is None or (seq not in expected and seq not in rows):
+        if seq is not None and seq in unjudged:
+            verdict.unjudged += 1
+        elif seq is None or (seq not in expected and seq not in rows):
             verdict.unexpected += 1
             verdict.note(f"unexpected: dead letter {letter.loadgen_id or letter.message_id}")
         elif seq in rows and letter.kind == "too_late":

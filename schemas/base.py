@@ -2,6 +2,7 @@
 
 import json
 import math
+import random
 import re
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -207,6 +208,20 @@ def event_time_field(value: Any, info: ValidationInfo) -> datetime:
     return parse_event_time(value)
 
 
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One generated message of a schema and the row it must become (`loadgen_example`).
+
+    The row is stated by the plugin's author, not computed with the model, so that the load
+    generator's ledger stays independent of the mapping it checks.
+    """
+
+    body: dict[str, Any]  # the JSON message, as published
+    row_key: str
+    event_time: datetime  # the cells' timestamp (truncated to the millisecond when stored)
+    cells: dict[str, str]  # "family:qualifier" -> the cell's value as text (UTF-8)
+
+
 class MappedEvent(BaseModel):
     """Base of every message type: a frozen, strictly validated model that maps to one row.
 
@@ -222,6 +237,24 @@ class MappedEvent(BaseModel):
     schema_name: ClassVar[str]
     table: ClassVar[TableSpec]
     columns: ClassVar[tuple[Column, ...]]
+    # For `python -m stream.schemas`, e.g. "domain#user" (default: row_key's docstring).
+    row_key_shape: ClassVar[str] = ""
+    # Cells beyond `columns` that `cells()` adds, described, e.g. ("r:<reading name> (text)",).
+    dynamic_cells: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def loadgen_example(cls, rng: random.Random, now: datetime) -> Example:
+        """Optional hook: a valid message drawn with `rng`, near `now`, and its row.
+
+        Implement it and `loadgen publish --schema-mix <schema>=<weight>` can generate this
+        schema's traffic; without it, publish a file of messages with `--from-file`.
+        """
+        raise NotImplementedError(f"{cls.schema_name} offers no loadgen_example")
+
+    @classmethod
+    def offers_example(cls) -> bool:
+        """Whether this model implements `loadgen_example`."""
+        return cls.loadgen_example.__func__ is not MappedEvent.loadgen_example.__func__  # type: ignore[attr-defined]
 
     @abstractmethod
     def row_key(self) -> str:

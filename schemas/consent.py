@@ -68,6 +68,7 @@ class _ConsentBase(MappedEvent):
     """Fields and row mapping shared by every consent version: row key `domain#user`."""
 
     table = CONSENT_TABLE
+    row_key_shape = "domain#user"
 
     user: UUID
     domain: Domain

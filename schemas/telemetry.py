@@ -39,6 +39,8 @@ class TelemetryV1(MappedEvent):
 
     schema_name = "telemetry.v1"
     table = TELEMETRY_TABLE
+    row_key_shape = "device_id#<recorded_at, epoch ms, 13 digits>"
+    dynamic_cells = ("r:<reading name> (text)",)
     columns = (
         Column(META_FAMILY, "firmware", Encoding.TEXT),
         Column(META_FAMILY, "recorded_at", Encoding.TEXT),

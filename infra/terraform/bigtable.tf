@@ -71,6 +71,23 @@ resource "google_bigtable_table" "rollups" {
   }
 }
 
+# The tables of schema plugins (README, "Your own message types"): `python -m stream.schemas
+# --json` lists each registered schema's default table id and families.
+resource "google_bigtable_table" "extra" {
+  for_each = var.extra_tables
+
+  name                = each.key
+  instance_name       = google_bigtable_instance.main.name
+  deletion_protection = local.table_deletion_protection
+
+  dynamic "column_family" {
+    for_each = toset(each.value)
+    content {
+      family = column_family.value
+    }
+  }
+}
+
 locals {
   table_deletion_protection = var.bigtable_deletion_protection ? "PROTECTED" : "UNPROTECTED"
 
@@ -87,6 +104,15 @@ locals {
     "rollups/consent"   = { table = google_bigtable_table.rollups.name, family = "consent" }
     "rollups/telemetry" = { table = google_bigtable_table.rollups.name, family = "telemetry" }
   }
+
+  # Every family of the plugins' tables (var.extra_tables), keyed "<table id>/<family>".
+  extra_column_families = {
+    for pair in flatten([
+      for table, families in var.extra_tables : [
+        for family in families : { table = table, family = family }
+      ]
+    ]) : "${pair.table}/${pair.family}" => pair
+  }
 }
 
 # In the current provider a table's column_family block only names the family (and an optional
@@ -102,5 +128,16 @@ resource "google_bigtable_gc_policy" "max_one_version" {
 
   # Deleting a GC policy means "never collect", which Bigtable refuses on replicated tables;
   # abandoning it on destroy keeps `terraform destroy` working if a second cluster is added.
+  deletion_policy = "ABANDON"
+}
+
+# The same rule for every family of the plugins' tables.
+resource "google_bigtable_gc_policy" "extra_max_one_version" {
+  for_each = local.extra_column_families
+
+  instance_name   = google_bigtable_instance.main.name
+  table           = google_bigtable_table.extra[each.value.table].name
+  column_family   = each.value.family
+  gc_rules        = local.gc_rule_max_one_version
   deletion_policy = "ABANDON"
 }

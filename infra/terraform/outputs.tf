@@ -60,6 +60,11 @@ output "bigtable_table_ids" {
   }
 }
 
+output "extra_table_ids" {
+  description = "The schema plugins' tables (var.extra_tables): pass each as --<group>_table."
+  value       = [for table in google_bigtable_table.extra : table.name]
+}
+
 output "bucket_name" {
   description = "Bucket for Dataflow files and flex template specs."
   value       = google_storage_bucket.dataflow.name

@@ -161,6 +161,20 @@ variable "telemetry_table_id" {
   default     = "telemetry"
 }
 
+variable "extra_tables" {
+  description = "Tables of schema plugins: table id => its column families (each keeps one version), e.g. { \"orders\" = [\"o\"] }. `python -m stream.schemas` lists them."
+  type        = map(list(string))
+  default     = {}
+
+  validation {
+    condition = alltrue([
+      for table, families in var.extra_tables :
+      can(regex("^[-_.a-zA-Z0-9]{1,50}$", table)) && length(families) > 0
+    ])
+    error_message = "Each extra table needs an id of 1-50 of [-_.a-zA-Z0-9] and at least one family."
+  }
+}
+
 variable "rollups_table_id" {
   description = "Table of per-window aggregates (families consent and telemetry)."
   type        = string

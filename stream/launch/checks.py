@@ -5,7 +5,7 @@ from google.cloud import pubsub_v1
 from google.cloud.bigtable import Client as BigtableAdminClient
 
 from stream.pipeline.config import BigtableTarget, IngestConfig, required_ack_deadline
-from stream.pipeline.tables import TABLES
+from stream.pipeline.tables import tables
 
 
 class ResourceError(RuntimeError):
@@ -17,7 +17,7 @@ def check_tables(target: BigtableTarget) -> None:
     client = BigtableAdminClient(project=target.project, admin=True)
     instance = client.instance(target.instance)
     problems = []
-    for group, spec in TABLES.items():
+    for group, spec in tables().items():
         table_id = target.table_id(group)
         try:
             families = set(instance.table(table_id).list_column_families())

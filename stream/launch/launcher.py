@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineState
 
+from schemas.registry import BUILT_IN_PACKAGE, SchemaPluginError, registry
 from stream.launch import patches
 from stream.launch.checks import ResourceError, check_subscription, check_tables
 from stream.launch.options import DATAFLOW, PRISM, ConfigError, to_config, uses_emulators
@@ -249,6 +250,14 @@ def patches_for(config: IngestConfig, choice: RunnerChoice) -> tuple[patches.Pat
 def run(argv: list[str]) -> int:
     """Run the ingestion pipeline; return a process exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:  # before the flags: each plugin's table group adds a --<group>_table flag
+        found = registry()
+    except SchemaPluginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    plugins = sorted(f"{n} ({p})" for n, p in found.packages.items() if p != BUILT_IN_PACKAGE)
+    if plugins:
+        _LOG.info("schema plugins: %s", ", ".join(plugins))
     options = PipelineOptions(argv)
     choice = choose_runner(options)
     try:

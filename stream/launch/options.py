@@ -11,11 +11,11 @@ from apache_beam.options.pipeline_options import (
 )
 
 from schemas.base import parse_event_time
-from schemas.registry import DEFAULT_SCHEMA, SCHEMA_ATTRIBUTE, SCHEMAS
+from schemas.registry import DEFAULT_SCHEMA, SCHEMA_ATTRIBUTE, schemas
 from stream import names
 from stream.launch.catalog import CatalogError, load_catalog
 from stream.pipeline import config as cfg
-from stream.pipeline.tables import TABLES
+from stream.pipeline.tables import tables as all_tables
 from stream.pipeline.validate import EventTimeFallback, MissingEventTime, ParseRules
 
 SUBSCRIPTION_RE = re.compile(
@@ -57,7 +57,7 @@ class IngestOptions(PipelineOptions):
             help="Bigtable project. Default: --project, else the subscription's project.",
         )
         group.add_argument("--bigtable_instance", default=names.LOCAL_INSTANCE)
-        for spec in TABLES.values():
+        for spec in all_tables().values():
             group.add_argument(
                 f"--{spec.group}_table",
                 default=spec.default_table_id,
@@ -225,6 +225,14 @@ def uses_emulators(options: PipelineOptions) -> bool:
     return ingest.subscription is None and runner_name(options) != DATAFLOW
 
 
+def _not_installed(schema: str) -> str:
+    """What to do about a schema no installed package provides."""
+    return (
+        f"no installed package provides it; installed: {', '.join(sorted(schemas()))} "
+        "(install the plugin that does: README, Your own message types)"
+    )
+
+
 def _range(errors: list[str], flag: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         errors.append(f"--{flag}={value}: must be between {low} and {high}")
@@ -299,8 +307,8 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
     if ingest.input is not None and streaming:
         errors.append("--input is a batch backfill: drop --streaming")
     input_schema = ingest.input_schema or ingest.default_schema
-    if ingest.input_schema is not None and input_schema not in SCHEMAS:
-        errors.append(f"--input_schema={input_schema}: choose one of {', '.join(sorted(SCHEMAS))}")
+    if ingest.input_schema is not None and input_schema not in schemas():
+        errors.append(f"--input_schema={input_schema}: {_not_installed(input_schema)}")
     max_age = ingest.max_event_age_seconds
     if max_age is None:
         max_age = 7 * 24 * 3600 if ingest.input is None else 100 * 366 * 24 * 3600
@@ -332,13 +340,13 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
         errors.append(
             f"--bigtable_instance={ingest.bigtable_instance}: an instance id is 6-33 of [-a-z0-9]"
         )
-    tables = {group: getattr(ingest, f"{group}_table") for group in TABLES}
+    tables = {group: getattr(ingest, f"{group}_table") for group in all_tables()}
     for group, table_id in tables.items():
         if not TABLE_RE.match(table_id):
             errors.append(f"--{group}_table={table_id}: a table id is 1-50 of [-_.a-zA-Z0-9]")
-    if ingest.default_schema not in SCHEMAS:
+    if ingest.default_schema not in schemas():
         errors.append(
-            f"--default_schema={ingest.default_schema}: choose one of {', '.join(sorted(SCHEMAS))}"
+            f"--default_schema={ingest.default_schema}: {_not_installed(ingest.default_schema)}"
         )
     _range(errors, "max_message_bytes", ingest.max_message_bytes, 1, 10 * 1024 * 1024)
     # Streaming: at most a year (Pub/Sub keeps 7 days); a backfill may reach far back.

@@ -9,7 +9,7 @@ from google.cloud.bigtable import Client as BigtableAdminClient
 from google.cloud.bigtable import column_family
 
 from stream.pipeline.config import BigtableTarget
-from stream.pipeline.tables import TABLES
+from stream.pipeline.tables import tables
 
 _LOG = logging.getLogger(__name__)
 
@@ -64,8 +64,9 @@ def ensure_tables(target: BigtableTarget, groups: Iterable[str] | None = None) -
     """Create each table (families with GC rule max 1 version) unless it exists."""
     client = BigtableAdminClient(project=target.project, admin=True)
     instance = client.instance(target.instance)
-    for group in groups or TABLES:
-        spec = TABLES[group]
+    known = tables()
+    for group in groups or known:
+        spec = known[group]
         table = instance.table(target.table_id(group))
         if table.exists():
             continue

@@ -25,7 +25,7 @@ class BigtableTarget:
 
     project: str
     instance: str
-    # logical table group (schemas.registry.TABLES) -> table id
+    # logical table group (stream.pipeline.tables.tables()) -> table id
     tables: dict[str, str] = field(default_factory=dict)
     batch_rows: int = 500
     timeout: timedelta = timedelta(seconds=60)  # one MutateRows attempt

@@ -14,7 +14,7 @@ from schemas.base import (
     parse_event_time,
 )
 from schemas.consent import UNKNOWN_SERVICE_ERROR
-from schemas.registry import DEFAULT_SCHEMA, SCHEMA_ATTRIBUTE, SCHEMAS
+from schemas.registry import DEFAULT_SCHEMA, SCHEMA_ATTRIBUTE, schemas
 from stream.pipeline.letters import letter
 from stream.pipeline.messages import (
     SOURCE_MTIME_ATTRIBUTE,
@@ -105,9 +105,9 @@ def _classify(exc: ValidationError) -> tuple[ErrorKind, str]:
 def validate(raw: RawMessage, rules: ParseRules, now: datetime) -> ValidEvent | DeadLetter:
     """Turn one raw message into a ValidEvent, or a DeadLetter saying precisely why not."""
     schema = raw.attributes.get(rules.schema_attribute) or rules.default_schema
-    model = SCHEMAS.get(schema)
+    model = schemas().get(schema)
     if model is None:
-        known = ", ".join(sorted(SCHEMAS))
+        known = ", ".join(sorted(schemas()))
         return _reject(raw, ErrorKind.UNKNOWN_SCHEMA, f"unknown schema {schema!r}; known: {known}")
     size = len(raw.data)
     if size == 0:

@@ -11,7 +11,7 @@ from loadgen.publish import Publisher
 from loadgen.report import Progress, PublishStats
 from loadgen.traffic import Replay, TrafficGenerator, TrafficOptions, from_file
 from loadgen.verify import Targets, Verdict, verify
-from schemas.registry import EVENT_TABLES
+from schemas.registry import event_tables
 from tests.helpers.resources import PROJECT, TestResources
 
 MIXED = TrafficOptions(
@@ -24,7 +24,7 @@ def targets(resources: TestResources) -> Targets:
     return Targets(
         project=PROJECT,
         instance=resources.instance,
-        tables={group: resources.table(group) for group in EVENT_TABLES},
+        tables={group: resources.table(group) for group in event_tables()},
         dead_letter_subscription=resources.dead_letter_subscription,
     )
 

@@ -9,7 +9,7 @@ from stream.launch.options import to_config
 from stream.local.provision import ensure_pubsub, ensure_tables
 from stream.names import subscription_path, topic_path
 from stream.pipeline.config import IngestConfig
-from stream.pipeline.tables import TABLES
+from stream.pipeline.tables import tables
 
 PROJECT = "test-project"
 
@@ -45,7 +45,7 @@ class TestResources:
         return f"inst-{self.suffix}"
 
     def table(self, group: str) -> str:
-        return f"{TABLES[group].default_table_id}-{self.suffix}"
+        return f"{tables()[group].default_table_id}-{self.suffix}"
 
     def flags(self, *extra: str, streaming: bool = True) -> list[str]:
         """Command-line flags pointing the pipeline at these resources."""
@@ -59,7 +59,7 @@ class TestResources:
             "--write_timeout_seconds=20",
             "--status_interval_seconds=2",
         ]
-        flags += [f"--{group}_table={self.table(group)}" for group in TABLES]
+        flags += [f"--{group}_table={self.table(group)}" for group in tables()]
         return flags + list(self.extra_flags) + list(extra)
 
     def config(self, *extra: str) -> IngestConfig:

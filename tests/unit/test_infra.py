@@ -20,13 +20,12 @@ import pytest
 import setuptools
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from schemas.registry import SCHEMAS
+from schemas.registry import BUILT_IN, BUILT_IN_TABLES
 from stream import names
 from stream.launch import options as opts
 from stream.launch.options import ConfigError, IngestOptions, to_config
 from stream.lookup import http as lookup_http
 from stream.pipeline.config import required_ack_deadline
-from stream.pipeline.tables import TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "infra" / "terraform"
@@ -240,7 +239,7 @@ def test_worker_member_is_the_worker_service_account() -> None:
 
 
 EXPECTED_TABLES = {
-    **{spec.default_table_id: set(spec.families) for spec in TABLES.values()},
+    **{spec.default_table_id: set(spec.families) for spec in BUILT_IN_TABLES.values()},
     "scale-rollups": {"consent", "telemetry"},  # per-window aggregates (the rollups stage)
 }
 
@@ -253,15 +252,18 @@ def bigtable_tables() -> dict[str, tuple[str, set[str]]]:
             {family["family"] for family in body.get("column_family", [])},
         )
         for (rtype, name), body in resources().items()
-        if rtype == "google_bigtable_table"
+        if rtype == "google_bigtable_table" and "for_each" not in body  # not var.extra_tables
     }
+
+
+EXTRA_FAMILIES = "${local.extra_column_families}"  # the plugins' tables (one variable)
 
 
 def gc_policies() -> list[tuple[str, str, str]]:
     """(table expression, family, gc_rules expression) of every GC policy, for_each expanded."""
     expanded = []
     for (rtype, _name), body in resources().items():
-        if rtype != "google_bigtable_gc_policy":
+        if rtype != "google_bigtable_gc_policy" or body.get("for_each") == EXTRA_FAMILIES:
             continue
         rules = normalized(resolve(body.get("gc_rules")))
         if "for_each" in body:
@@ -284,6 +286,31 @@ def test_tables_have_the_schema_families() -> None:
     assert by_id == EXPECTED_TABLES
     for body in (resource("google_bigtable_table", name) for name in tables):
         assert body["instance_name"] == "${google_bigtable_instance.main.name}"
+
+
+def test_plugin_tables_come_from_one_variable_and_keep_one_version() -> None:
+    variable = variables()["extra_tables"]
+    assert variable["type"] == "${map(list(string))}"
+    assert resolve("${var.extra_tables}") == {}  # none unless a deployment lists its plugins
+    table = resource("google_bigtable_table", "extra")
+    assert table["for_each"] == "${var.extra_tables}"
+    assert table["name"] == "${each.key}"
+    assert table["instance_name"] == "${google_bigtable_instance.main.name}"
+    assert table["deletion_protection"] == "${local.table_deletion_protection}"
+    (dynamic,) = table["dynamic"]
+    assert dynamic["column_family"]["for_each"] == "${toset(each.value)}"
+    assert dynamic["column_family"]["content"] == [{"family": "${column_family.value}"}]
+    policy = resource("google_bigtable_gc_policy", "extra_max_one_version")
+    assert policy["for_each"] == EXTRA_FAMILIES
+    assert policy["table"] == "${google_bigtable_table.extra[each.value.table].name}"
+    assert policy["column_family"] == "${each.value.family}"
+    assert policy["gc_rules"] == "${local.gc_rule_max_one_version}"
+    # One entry per (table, family) of the variable: the comprehension, whitespace aside.
+    assert normalized(locals_()["extra_column_families"]) == normalized(
+        "${{for pair in flatten([for table, families in var.extra_tables : [for family in "
+        'families : {table = table, family = family}]]) : "${pair.table}/${pair.family}" '
+        "=> pair}}"
+    )
 
 
 def test_every_family_keeps_one_version() -> None:
@@ -610,9 +637,10 @@ def test_path_parameters_match_the_codes_patterns(name: str) -> None:
 
 
 def test_schema_parameters() -> None:
-    for schema in SCHEMAS:
+    for schema in BUILT_IN:
         assert accepts("default_schema", schema)
-    for value in ("consent.v3", "consent", "consentXv1", "telemetry.v1 "):
+    assert accepts("default_schema", "orders.v1")  # a plugin's; the launch checks it is installed
+    for value in ("consent", "consentXv1", "telemetry.v1 ", "Orders.v1", "orders."):
         assert not accepts("default_schema", value)
     assert not accepts("emulators", "yes")
     assert not accepts("record_ingest_time", "maybe")

@@ -134,7 +134,8 @@ def test_every_bad_flag_is_listed_in_one_error() -> None:
         "--write_batch_rows=1001: must be between 1 and 1000",
         "--id_label is only supported on Dataflow's native Pub/Sub read",
         "--consent_table=bad table: a table id is 1-50 of [-_.a-zA-Z0-9]",
-        "--default_schema=consent.v3: choose one of consent.v1, consent.v2, telemetry.v1",
+        "--default_schema=consent.v3: no installed package provides it; installed: consent.v1, "
+        "consent.v2, telemetry.v1 (install the plugin that does: README, Your own message types)",
     }
 
 
@@ -320,7 +321,8 @@ def test_backfill_choices_can_be_made_explicitly() -> None:
 def test_backfill_with_streaming_or_a_bad_schema_is_an_error() -> None:
     assert problems("--input=a.jsonl", "--streaming", "--input_schema=consent.v9") == {
         "--input is a batch backfill: drop --streaming",
-        "--input_schema=consent.v9: choose one of consent.v1, consent.v2, telemetry.v1",
+        "--input_schema=consent.v9: no installed package provides it; installed: consent.v1, "
+        "consent.v2, telemetry.v1 (install the plugin that does: README, Your own message types)",
     }
 
 

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 
 from schemas.base import MappedEvent
 from schemas.consent import ConsentV1, ConsentV2
-from schemas.registry import DEFAULT_SCHEMA, EVENT_TABLES, SCHEMAS
+from schemas.registry import BUILT_IN, BUILT_IN_TABLES, DEFAULT_SCHEMA
 from schemas.telemetry import TelemetryV1
-from stream.pipeline.tables import TABLES
+from stream.pipeline.tables import tables
 
 USER = "0b5f8a8e-3d4c-4f4e-9a57-1c2d3e4f5a6b"
 # 2026-11-24T06:40:53Z is 1795502453 s after the epoch.
@@ -81,25 +81,25 @@ def only_error(exc: pytest.ExceptionInfo[ValidationError]) -> tuple[str, tuple[A
 
 
 def test_registry_maps_attribute_values_to_models() -> None:
-    assert SCHEMAS == {
+    assert BUILT_IN == {
         "consent.v1": ConsentV1,
         "consent.v2": ConsentV2,
         "telemetry.v1": TelemetryV1,
     }
-    assert SCHEMAS.get("consent.v2") is ConsentV2
-    assert SCHEMAS.get("consent.v3") is None
+    assert BUILT_IN.get("consent.v2") is ConsentV2
+    assert BUILT_IN.get("consent.v3") is None
     assert DEFAULT_SCHEMA == "consent.v1"
 
 
 def test_registry_tables_and_families() -> None:
-    assert {group: (spec.default_table_id, spec.families) for group, spec in TABLES.items()} == {
+    assert {group: (spec.default_table_id, spec.families) for group, spec in tables().items()} == {
         "consent": ("scale-traffic", ("cf1",)),
         "telemetry": ("telemetry", ("r", "m")),
         "rollup": ("scale-rollups", ("consent", "telemetry")),
     }
-    assert set(EVENT_TABLES) == {"consent", "telemetry"}
-    assert ConsentV1.table is ConsentV2.table is TABLES["consent"]
-    assert TelemetryV1.table is TABLES["telemetry"]
+    assert set(BUILT_IN_TABLES) == {"consent", "telemetry"}
+    assert ConsentV1.table is ConsentV2.table is tables()["consent"]
+    assert TelemetryV1.table is tables()["telemetry"]
 
 
 # --- consent.v1 --------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""`python -m stream.schemas`: every registered message type, built-in and plugins'."""

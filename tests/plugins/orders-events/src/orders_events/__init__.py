@@ -1,0 +1,1 @@
+"""Order events for stream-ingest (an example schema plugin)."""
