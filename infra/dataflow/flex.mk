@@ -30,6 +30,8 @@ IMAGE ?= $(IMAGE_REPOSITORY)/stream-ingest:$(TAG)
 TEMPLATE ?= gs://$(BUCKET)/templates/stream-ingest-$(TAG).json
 # Only its launcher binary is copied into the image; pin a digest for reproducible builds.
 LAUNCHER_IMAGE ?= gcr.io/dataflow-templates-base/python311-template-launcher-base:latest
+# Schema plugins baked into the image: a pip requirements file in the repository.
+PLUGIN_REQUIREMENTS ?= $(FLEX_DIR)/plugins.txt
 # The worker SDK image must carry exactly the Beam version pyproject.toml pins.
 FLEX_BEAM_VERSION ?= $(or $(BEAM_VERSION),$(shell sed -n 's/.*"apache-beam\[gcp\]==\([0-9.]*\)".*/\1/p' pyproject.toml))
 
@@ -97,7 +99,7 @@ flex-build: ## Build the Dataflow flex template image and spec
 	$(GCLOUD) builds submit . \
 	  --project="$(PROJECT)" \
 	  --config="$(FLEX_DIR)/cloudbuild.yaml" \
-	  --substitutions="_IMAGE=$(IMAGE),_BEAM_VERSION=$(FLEX_BEAM_VERSION),_LAUNCHER_IMAGE=$(LAUNCHER_IMAGE)"
+	  --substitutions="_IMAGE=$(IMAGE),_BEAM_VERSION=$(FLEX_BEAM_VERSION),_LAUNCHER_IMAGE=$(LAUNCHER_IMAGE),_PLUGIN_REQUIREMENTS=$(PLUGIN_REQUIREMENTS)"
 	$(GCLOUD) dataflow flex-template build "$(TEMPLATE)" \
 	  --project="$(PROJECT)" \
 	  --image="$(IMAGE)" \

@@ -773,6 +773,36 @@ def test_dockerfile_installs_the_project_and_checks_dependencies() -> None:
         assert path not in copied, f"{path} is copied into the image the workers run"
 
 
+def test_the_image_installs_the_listed_schema_plugins_and_lists_them() -> None:
+    text = dockerfile().replace("\\\n", " ")
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.MULTILINE))
+    default = ROOT / args["PLUGIN_REQUIREMENTS"]
+    assert default == DATAFLOW / "plugins.txt" and default.is_file()
+    listed = [line for line in default.read_text().splitlines() if not line.startswith("#")]
+    assert listed == []  # none by default: the image is the product alone
+    assert re.search(
+        r"^COPY \$\{PLUGIN_REQUIREMENTS\} infra/dataflow/plugin-requirements.txt$", text, re.M
+    )
+    assert re.search(r"^COPY infra/dataflow/plugins infra/dataflow/plugins$", text, re.M)
+    runs = re.findall(r"^RUN (.*)$", text, flags=re.MULTILINE)
+    project = next(
+        i for i, run in enumerate(runs) if re.search(r"pip install (--no-cache-dir )?\.", run)
+    )
+    plugins = next(
+        i for i, run in enumerate(runs) if "-r infra/dataflow/plugin-requirements.txt" in run
+    )
+    assert project < plugins  # after stream-ingest, which the plugins depend on
+    assert "pip check" in runs[plugins] and "python -m stream.schemas" in runs[plugins]
+    ignore = (DATAFLOW / "Dockerfile.dockerignore").read_text().splitlines()
+    assert {"!infra/dataflow/plugins.txt", "!infra/dataflow/plugins/"} <= set(ignore)
+    build = (DATAFLOW / "cloudbuild.yaml").read_text()
+    assert "--build-arg=PLUGIN_REQUIREMENTS=${_PLUGIN_REQUIREMENTS}" in build
+    assert re.search(r"_PLUGIN_REQUIREMENTS: infra/dataflow/plugins.txt$", build, re.M)
+    flex = (DATAFLOW / "flex.mk").read_text()
+    assert "_PLUGIN_REQUIREMENTS=$(PLUGIN_REQUIREMENTS)" in flex
+    assert "PLUGIN_REQUIREMENTS ?= $(FLEX_DIR)/plugins.txt" in flex
+
+
 def test_the_wheel_holds_the_product_and_no_load_generator() -> None:
     find = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["packages"]["find"]
     packages = set(setuptools.find_packages(where=str(ROOT), include=find["include"]))
