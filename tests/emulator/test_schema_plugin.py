@@ -9,9 +9,11 @@ generates its traffic from the model's `loadgen_example`; invalid orders are rep
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,42 @@ def test_a_plugins_messages_become_exactly_its_rows_and_letters(
     with Ledger(ledger) as kept:
         kinds = sorted(letter.kind for letter in kept.dead_letters())
     assert kinds == sorted(INVALID)
+
+
+def test_the_readmes_walkthrough_package_installs_and_registers(tmp_path: Path) -> None:
+    # The README's "Your own message types" snippets, exactly as printed, become a package.
+    text = (PLUGIN.parents[2] / "README.md").read_text()
+    section = text.split("\n## Your own message types\n", 1)[1].split("\n## ", 1)[0]
+    toml = re.search(r"```toml\n(.*?)```", section, re.S)
+    model = re.search(r"```python\n(.*?)```", section, re.S)
+    assert toml and model
+    package = tmp_path / "my-events"
+    (package / "src" / "my_events").mkdir(parents=True)
+    (package / "pyproject.toml").write_text(toml.group(1))
+    (package / "src" / "my_events" / "__init__.py").write_text("")
+    (package / "src" / "my_events" / "orders.py").write_text(model.group(1))
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip, "--target", str(site), str(package)], check=True, timeout=300)
+    listed = run(site, "-m", "stream.schemas", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (orders,) = [r for r in json.loads(listed.stdout)["schemas"] if r["schema"] == "orders.v1"]
+    assert (orders["package"], orders["table_flag"]) == ("my-events", "--orders_table")
+    good = {k: v for k, v in GOOD.items()}
+    check = run(site, "-c", textwrap.dedent(f"""
+        import json
+        from pydantic import ValidationError
+        from schemas.registry import schemas
+        model = schemas()["orders.v1"]
+        order = model.model_validate_json({json.dumps(json.dumps(good))})
+        print(order.row_key(), sorted(c.qualifier.decode() for c in order.cells()))
+        try:
+            model.model_validate_json({json.dumps(json.dumps({**good, "amount_cents": -1}))})
+        except ValidationError as exc:
+            print("refused:", exc.errors()[0]["loc"])
+    """))  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.splitlines() == [
+        "cus-00ff00ff#ord-000777 ['amount_cents', 'currency']",
+        "refused: ('amount_cents',)",
+    ]
