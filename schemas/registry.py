@@ -6,6 +6,7 @@ message types". Plugins are loaded once per process, on first use (`load` at sta
 """
 
 import functools
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ SCHEMA_ATTRIBUTE = "schema"  # the message attribute naming the schema (--schema
 DEFAULT_SCHEMA = ConsentV1.schema_name  # for messages without it (--default_schema)
 ENTRY_POINT_GROUP = "stream_ingest.schemas"
 BUILT_IN_PACKAGE = "stream-ingest"  # this distribution
+# "off": built-in schemas only (the test suite sets it: plugins in the venv change nothing).
+PLUGINS_ENV = "STREAM_SCHEMA_PLUGINS"
 
 BUILT_IN: dict[str, type[MappedEvent]] = {
     model.schema_name: model for model in (ConsentV1, ConsentV2, TelemetryV1)
@@ -89,7 +92,12 @@ class Registry:
 
 def load(entries: Iterable[metadata.EntryPoint] | None = None) -> Registry:
     """The built-in schemas and every installed plugin's; SchemaPluginError on any conflict."""
-    found = metadata.entry_points(group=ENTRY_POINT_GROUP) if entries is None else entries
+    if entries is not None:
+        found: Iterable[metadata.EntryPoint] = entries
+    elif os.environ.get(PLUGINS_ENV, "on") == "off":
+        found = ()
+    else:
+        found = metadata.entry_points(group=ENTRY_POINT_GROUP)
     models = dict(BUILT_IN)
     packages = dict.fromkeys(BUILT_IN, BUILT_IN_PACKAGE)
     tables = dict(BUILT_IN_TABLES)

@@ -21,6 +21,7 @@ import pytest
 from loadgen.ledger import Ledger
 from loadgen.process import PipelineProcess
 from loadgen.readback import read_table, table_rows
+from schemas.registry import PLUGINS_ENV
 from tests.helpers.load import wait_for
 from tests.helpers.resources import PROJECT, new_resources
 
@@ -64,7 +65,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def plugin_env(site: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(site)}
+    return {**os.environ, "PYTHONPATH": str(site), PLUGINS_ENV: "on"}
 
 
 def run(
@@ -118,7 +119,12 @@ def test_a_dataflow_launch_names_a_plugin_schema_only_where_it_is_installed(site
     assert "schema plugins: orders.v1 (orders-events)" in done.stderr
     assert "submitted to Dataflow" in done.stderr  # a dry run: translated, never sent
     without = subprocess.run(
-        [sys.executable, *DRY_RUN], capture_output=True, text=True, cwd=root, timeout=120
+        [sys.executable, *DRY_RUN],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+        env={**os.environ, PLUGINS_ENV: "on"},  # on, but nothing installed
     )
     assert without.returncode == 2
     assert "--default_schema=orders.v1: no installed package provides it" in without.stderr
@@ -133,7 +139,7 @@ def test_a_plugins_messages_become_exactly_its_rows_and_letters(
         # --emulators=on: provisioned as `make run` does, the plugin's table included.
         resources.flags("--emulators=on", f"--orders_table={orders_table}"),
         tmp_path / "pipeline.log",
-        env={"PYTHONPATH": str(site)},
+        env={"PYTHONPATH": str(site), PLUGINS_ENV: "on"},
     )
     ledger = tmp_path / "ledger.sqlite"
     bad = tmp_path / "bad-orders.jsonl"

@@ -21,6 +21,7 @@ from schemas.registry import (
     BUILT_IN,
     BUILT_IN_PACKAGE,
     ENTRY_POINT_GROUP,
+    PLUGINS_ENV,
     Registry,
     SchemaPluginError,
     load,
@@ -273,3 +274,15 @@ def test_only_a_model_that_implements_the_hook_offers_an_example() -> None:
     assert not ConsentV1.offers_example()  # the generator builds built-ins itself
     with pytest.raises(NotImplementedError):
         MappedEvent.loadgen_example.__func__(ConsentV1, random.Random(1), datetime.now(UTC))  # type: ignore[attr-defined]
+
+
+def test_with_plugins_off_no_entry_point_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(**_: object) -> object:
+        raise AssertionError("entry points read although plugins are off")
+
+    monkeypatch.setenv(PLUGINS_ENV, "off")
+    monkeypatch.setattr(metadata, "entry_points", never)
+    assert load().schemas == BUILT_IN
+    monkeypatch.setenv(PLUGINS_ENV, "on")
+    with pytest.raises(AssertionError, match="although plugins are off"):
+        load()
