@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ import pytest
 from loadgen.ledger import Ledger
 from loadgen.process import PipelineProcess
 from loadgen.readback import read_table, table_rows
-from schemas.registry import PLUGINS_ENV
+from schemas.registry import ENTRY_POINT_GROUP, PLUGINS_ENV
 from tests.helpers.load import wait_for
 from tests.helpers.resources import PROJECT, new_resources
 
@@ -43,6 +44,18 @@ INVALID = {
     "missing_field": {k: v for k, v in GOOD.items() if k != "currency"},
     "unexpected_field": {**GOOD, "coupon": "WINTER"},
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_orders_schema_in_this_venv() -> None:
+    # These tests install a package providing orders.v1 beside this venv's own packages.
+    installed = {e.name: e.dist for e in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    if "orders.v1" in installed:
+        dist = installed["orders.v1"]
+        pytest.skip(
+            f"this venv already has a plugin providing orders.v1 ({dist.name if dist else '?'}):"
+            " uninstall it to run the plugin tests"
+        )
 
 
 @pytest.fixture(scope="module")

@@ -240,7 +240,14 @@ def test_the_listing_shows_a_plugin_as_json(tmp_path: Path) -> None:
         check=True,
     )
     listed = {r["schema"]: r["package"] for r in json.loads(done.stdout)["schemas"]}
-    assert listed == {**dict.fromkeys(BUILT_IN, BUILT_IN_PACKAGE), "widgets.v1": "acme-widgets"}
+    expected = {**dict.fromkeys(BUILT_IN, BUILT_IN_PACKAGE), "widgets.v1": "acme-widgets"}
+    assert {name: listed[name] for name in expected if name in listed} == expected
+    assert set(listed) - set(expected) <= installed_elsewhere()  # plugins of this venv
+
+
+def installed_elsewhere() -> set[str]:
+    """Schemas that plugins installed in this venv provide (a developer's own)."""
+    return {entry.name for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def test_loadgen_generates_a_plugin_schema_from_its_example(
