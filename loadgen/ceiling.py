@@ -1,18 +1,24 @@
-"""The raw-client ceiling: pull -> the same validation and batch writer -> ack, with no Beam.
+"""The raw-client loop: pull -> the same validation and batch writer -> ack, with no Beam.
 
 This is the physical limit of this machine + emulators for Python; the benchmark reports the
-pipeline as a fraction of it.
+pipeline as a fraction of it, draining a backlog (`drain`) and, as a process of its own
+under the same publisher as the pipeline (`python -m loadgen.ceiling`), at offered rates.
 """
 
+import argparse
+import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from apache_beam.options.pipeline_options import PipelineOptions
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from google.cloud.bigtable.data import BigtableDataClient
 
+from stream.launch.options import to_config
 from stream.pipeline.config import IngestConfig
 from stream.pipeline.io.batch_writer import BatchWriter
 from stream.pipeline.messages import RawMessage, ValidEvent
@@ -33,7 +39,23 @@ class CeilingResult:
         return self.messages / self.seconds if self.seconds else 0.0
 
 
-def _loop(config: IngestConfig, target: int, done: list[int], lock: threading.Lock) -> None:
+class _Count:
+    """Messages handled by every loop so far, and whether to stop."""
+
+    def __init__(self, target: int | None) -> None:
+        self.done = 0
+        self.stopped = threading.Event()
+        self._target = target
+        self._lock = threading.Lock()
+
+    def add(self, handled: int) -> None:
+        with self._lock:
+            self.done += handled
+            if self._target is not None and self.done >= self._target:
+                self.stopped.set()
+
+
+def _loop(config: IngestConfig, count: _Count, record_ingest_time: bool = False) -> None:
     subscription = config.pubsub.subscription
     with (
         pubsub_v1.SubscriberClient() as subscriber,
@@ -45,14 +67,12 @@ def _loop(config: IngestConfig, target: int, done: list[int], lock: threading.Lo
                 client.get_table(bigtable.instance, table_id),
                 bigtable.batch_rows,
                 bigtable.timeout,
+                record_ingest_time=record_ingest_time,
                 retry=bigtable.retry,
             )
             for group, table_id in bigtable.tables.items()
         }
-        while True:
-            with lock:
-                if done[0] >= target:
-                    return
+        while not count.stopped.is_set():
             try:
                 response = subscriber.pull(
                     request={"subscription": subscription, "max_messages": 1000}, timeout=5
@@ -76,21 +96,36 @@ def _loop(config: IngestConfig, target: int, done: list[int], lock: threading.Lo
             subscriber.acknowledge(
                 request={"subscription": subscription, "ack_ids": [r.ack_id for r in received]}
             )
-            with lock:
-                done[0] += len(received)
+            count.add(len(received))
 
 
 def drain(config: IngestConfig, messages: int, threads: int = 1) -> CeilingResult:
     """Process `messages` already waiting in the subscription with `threads` raw loops."""
-    done = [0]
-    lock = threading.Lock()
+    count = _Count(messages)
     workers = [
-        threading.Thread(target=_loop, args=(config, messages, done, lock), daemon=True)
-        for _ in range(threads)
+        threading.Thread(target=_loop, args=(config, count), daemon=True) for _ in range(threads)
     ]
     started = time.monotonic()
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    return CeilingResult(messages=done[0], seconds=time.monotonic() - started, threads=threads)
+    return CeilingResult(messages=count.done, seconds=time.monotonic() - started, threads=threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One raw loop until SIGINT/SIGTERM, recording ingest times (the bench's stepped loop)."""
+    parser = argparse.ArgumentParser(prog="python -m loadgen.ceiling", description=__doc__)
+    parser.add_argument("--subscription", required=True)
+    args = parser.parse_args(argv)
+    config = to_config(PipelineOptions(["--streaming", f"--subscription={args.subscription}"]))
+    count = _Count(None)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: count.stopped.set())
+    _loop(config, count, record_ingest_time=True)
+    print(f"raw loop: {count.done} messages")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

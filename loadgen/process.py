@@ -1,4 +1,4 @@
-"""Run the pipeline CLI `python -m stream.main` as a real process; stop it or kill it."""
+"""Run the pipeline CLI `python -m stream.main` (or another module) as a process; stop, kill."""
 
 import os
 import signal
@@ -9,16 +9,20 @@ from pathlib import Path
 
 
 class PipelineProcess:
-    """The pipeline CLI in a subprocess with its output in a log file."""
+    """The pipeline CLI (or `module`) in a subprocess with its output in a log file."""
 
     def __init__(
-        self, flags: list[str], log_path: Path, env: Mapping[str, str] | None = None
+        self,
+        flags: list[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        module: str = "stream.main",
     ) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self._offset = 0
         self.process = subprocess.Popen(  # noqa: S603 - our own module, our interpreter
-            [sys.executable, "-m", "stream.main", *flags],
+            [sys.executable, "-m", module, *flags],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

@@ -14,6 +14,7 @@ PUBSUB = "pubsub emulator"
 BIGTABLE = "bigtable emulator"
 LOADGEN = "load generator (this process)"
 ROLLUP_WORKER = "rollup SDK worker (process)"
+RAW_LOOP = "raw loop (process)"  # python -m loadgen.ceiling: the baseline at offered rates
 # The SDK worker processes the launcher's pool spawns (--rollup_worker=process), or those of
 # an EXTERNAL worker pool: the keyed rollup stages, apart from the rows'.
 WORKER_COMMANDS = ("worker_pool_main", "sdk_worker import SdkHarness")
@@ -33,6 +34,8 @@ def role(proc: psutil.Process, me: int) -> str:
         return LOADGEN
     if "stream.main" in cmd:
         return PIPELINE
+    if "loadgen.ceiling" in cmd:
+        return RAW_LOOP
     if any(part in cmd for part in WORKER_COMMANDS):
         return ROLLUP_WORKER
     if name.startswith("prism"):

@@ -44,8 +44,17 @@ def ceiling_phase(results: Results, quick: bool) -> None:
         topic, flags = load.phase_topic(phase)
         print(f"bench: ceiling with {threads} thread(s), {count} messages")
         sent, _ = load.publish(topic, phase, 1e9, count, None)
+        before = measure.cpu_seconds()
         outcome = ceiling.drain(to_config(PipelineOptions(["--streaming", *flags])), sent, threads)
-        results.ceiling.append({**asdict(outcome), "rate": round(outcome.rate, 1)})
+        spent = measure.micros_per_message(before, measure.cpu_seconds(), outcome.messages)
+        results.ceiling.append(
+            {
+                **asdict(outcome),
+                "rate": round(outcome.rate, 1),
+                # the loop runs in this process, which publishes nothing meanwhile
+                "cpu_us_per_message": spent.get(measure.LOADGEN),
+            }
+        )
         print(f"bench: ceiling {threads} thread(s): {outcome.rate:.0f}/s")
 
 

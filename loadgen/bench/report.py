@@ -44,6 +44,8 @@ class Results:
     rollup_state: dict[str, Any] = field(default_factory=dict)
     faults: dict[str, Any] = field(default_factory=dict)
     chaos: dict[str, Any] = field(default_factory=dict)  # the soak (loadgen/chaos/soak.py)
+    # per configuration and the raw loop: idle, then each offered rate (loadgen/bench/cost.py)
+    cost: dict[str, list[Any]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
 
@@ -98,6 +100,46 @@ def plot(results: Results, output: Path) -> None:
     fig.savefig(output / "throughput.png", dpi=110)
 
 
+def cost_curve(results: Results) -> dict[str, dict[str, Any]]:
+    """Per config: CPU us per message at each offered rate and at saturation, and the ratios.
+
+    Saturation is the drain of the same run (the raw loop's: the ceiling's one thread).
+    """
+    curve: dict[str, dict[str, Any]] = {}
+    for name, points in results.cost.items():
+        if name in results.pipeline_drain:
+            drained = results.pipeline_drain[name].get("pipeline_cpu_us_per_message", {})
+            saturation = drained.get("pipeline total")
+        else:
+            saturation = next(
+                (c.get("cpu_us_per_message") for c in results.ceiling if c["threads"] == 1), None
+            )
+        by_rate = {
+            f"{_field(p, 'offered_rate'):g}": _field(p, "cpu_us_per_message").get("total")
+            for p in points
+            if _field(p, "offered_rate")
+        }
+        idle: dict[str, float] = next(
+            (_field(p, "cores") for p in points if not _field(p, "offered_rate")), {}
+        )
+        curve[name] = {
+            "idle_cores": idle.get("total"),
+            "by_rate": by_rate,
+            "saturation": saturation,
+            "ratio_to_saturation": {
+                rate: round(micros / saturation, 2)
+                for rate, micros in by_rate.items()
+                if saturation and micros
+            },
+        }
+    return curve
+
+
+def _field(point: Any, name: str) -> Any:
+    """A field of a cost point, as a dataclass (this run) or a dict (read back from JSON)."""
+    return point[name] if isinstance(point, dict) else getattr(point, name)
+
+
 def summarise(results: Results, best_ceiling: float) -> dict[str, Any]:
     """The headline figures: rates and their ratios to the ceiling, latency, CPU, memory."""
     summary: dict[str, Any] = {"ceiling_rate": best_ceiling}
@@ -148,6 +190,8 @@ def summarise(results: Results, best_ceiling: float) -> dict[str, Any]:
         lost += run.get("lost", 0)
         summary.setdefault(name, {})["million_peak_rss_mib"] = run.get("peak_rss_mib", 0.0)
         summary[name]["million_peak_rss_mib_by_process"] = run.get("peak_rss_mib_by_process", {})
+    if results.cost:
+        summary["cpu_us_per_message_by_rate"] = cost_curve(results)
     summary["direct_runner_drain_rate"] = results.direct_runner_drain.get("drain_rate", 0.0)
     summary["rollup_state_bytes_per_event"] = {
         name: figures["bytes_per_event"] for name, figures in results.rollup_state.items()

@@ -11,6 +11,9 @@ Phases (fresh emulators on free ports; each phase writes rows under its own key 
    latency from the rows' `ingested_at` cells, CPU per message; then half the best
    sustained rate;
 5. profile: py-spy of the pipeline during a sustained step;
+   cost: CPU per message at 100, 300, 1,000/s and half the sustained rate, rollups on and
+   off, beside the raw loop's at the same rates; publish -> row and rollup latency
+   (loadgen/bench/cost.py);
 6. direct: the DirectRunner's drain rate, for comparison;
 7. state: rollup state bytes per event;
 8. faults: throughput under 5% RESOURCE_EXHAUSTED (as a ratio of the same run without)
@@ -34,7 +37,7 @@ import psutil
 from apache_beam.options.pipeline_options import PipelineOptions
 from google.cloud.bigtable.data import BigtableDataClient
 
-from loadgen.bench import measure, phases
+from loadgen.bench import cost, measure, phases
 from loadgen.bench.faults import run_fault_phase
 from loadgen.bench.report import (
     CONFIGS,
@@ -47,13 +50,15 @@ from loadgen.bench.report import (
 from loadgen.bench.sizing import markdown, sizing
 from loadgen.bench.state_size import measure_state
 from loadgen.chaos.soak import Soak
+from loadgen.process import PipelineProcess
 from stream import names
 from stream.launch.options import to_config
 from stream.local import environment as local
 from stream.local.emulators import Emulators
 
 PHASES = (
-    "ceiling", "drain", "million", "steps", "profile", "direct", "state", "faults", "chaos"
+    "ceiling", "drain", "million", "steps", "profile", "cost", "direct", "state", "faults",
+    "chaos",
 )  # fmt: skip
 CHAOS_SEED = 7
 
@@ -75,6 +80,30 @@ def _record_chaos_only(output: Path, quick: bool) -> int:
     path.write_text(json.dumps(recorded, indent=2) + "\n")
     print(f"bench: wrote the chaos soak into {path}")
     return 0 if recorded["chaos"]["ok"] else 1
+
+
+def _cost(
+    client: BigtableDataClient, results: Results, chosen: dict[str, list[str]], quick: bool
+) -> None:
+    """The cost phase per config (at half its sustained rate too), then the raw loop's."""
+    base = [100.0, 1000.0] if quick else list(cost.RATES)
+    for name, flags in chosen.items():
+        half = results.half_rate.get(name)
+        drained = results.pipeline_drain.get(name, {}).get("drain_rate", 0.0)
+        rate = half.offered_rate if half else round(drained / 2, -1)
+        rates = [*base, rate] if rate > base[-1] else base
+
+        def start(topic_flags: list[str], log: Path, flags: list[str] = flags) -> PipelineProcess:
+            return phases.pipeline([*topic_flags, *flags], log)
+
+        tag = f"cost-{name.replace(' ', '-')}"
+        rollups = "--rollups=off" not in flags
+        results.cost[name] = cost.cost_phase(
+            client, tag, start, rates, phases.HARNESS, rollups, phases.RUN_DIR
+        )
+    results.cost[cost.RAW] = cost.cost_phase(
+        client, "cost-raw-loop", cost.raw_loop, base, (measure.RAW_LOOP,), False, phases.RUN_DIR
+    )
 
 
 def run_bench(
@@ -141,6 +170,8 @@ def run_bench(
                         client, results, name, flags, rates, step_seconds, best_ceiling or 1e9,
                         profile,
                     )  # fmt: skip
+            if "cost" in phases_to_run:
+                _cost(client, results, chosen, quick)
             if "faults" in phases_to_run:
                 if quick:
                     results.faults = run_fault_phase(
