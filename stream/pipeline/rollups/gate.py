@@ -62,6 +62,7 @@ class Gate(beam.DoFn):
             self._seen[(kind, key)] = (closed, set(pending))
         closed, pending = self._seen[(kind, key)]
         earliest = min(pending, default=None)
+        opened = False
         for start, members in sorted(windows.items()):
             closing = self._windowing.expiry(start)
             if closing <= closed:
@@ -69,11 +70,13 @@ class Gate(beam.DoFn):
                 for item in members:
                     yield TaggedOutput(TOO_LATE, (kind, key, start, item))
                 continue
+            opened = opened or closing not in pending
             pending.add(closing)
             yield (kind, key, start), members
         if pending and (earliest is None or min(pending) < earliest):
             timer.set(Timestamp(micros=min(pending)))  # holds the watermark below it
-        stored.write((closed, frozenset(pending)))
+        if opened:  # a state write is a runner round trip: only when something changed
+            stored.write((closed, frozenset(pending)))
 
     @userstate.on_timer(TIMER)
     def on_close(
