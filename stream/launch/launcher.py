@@ -241,7 +241,7 @@ def patches_for(config: IngestConfig, choice: RunnerChoice) -> tuple[patches.Pat
     if choice.name != DATAFLOW:
         needed.append(patches.FRESH_METRICS)
     if choice.name == PRISM:
-        needed.append(patches.QUICKER_BUNDLE_ENDS)
+        needed.append(patches.SAMPLER_WITHOUT_THREAD)
     if config.rollup_worker is RollupWorker.PROCESS:
         needed.append(patches.ROLLUP_WORKER_PROCESS)
     return tuple(needed)

@@ -9,6 +9,7 @@ import ast
 import inspect
 import subprocess
 import sys
+import threading
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -237,7 +238,7 @@ def test_without_patches_prism_runs_show_no_frozen_status_line() -> None:
     assert on.status_interval == timedelta(seconds=5) and on.bigtable.raw_entries
 
 
-def test_bundles_end_within_ten_ms_of_their_work(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bundles_start_and_end_without_a_sampler_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     from apache_beam.runners.worker import bundle_processor
     from apache_beam.utils.counters import CounterFactory
 
@@ -245,12 +246,15 @@ def test_bundles_end_within_ten_ms_of_their_work(monkeypatch: pytest.MonkeyPatch
     assert "statesampler.StateSampler(" in inspect.getsource(bundle_processor.BundleProcessor)
     monkeypatch.setattr(statesampler, "StateSampler", statesampler.StateSampler)  # restored
     monkeypatch.setattr(patches, "_applied", set())
-    before = statesampler.StateSampler("s", CounterFactory())
-    patches.apply((patches.QUICKER_BUNDLE_ENDS,))
-    after = statesampler.StateSampler("s", CounterFactory())
-    assert (before.sampling_period_ms, after.sampling_period_ms) == (200, 10)
-    after.start()
-    after.stop()  # still a working sampler
+    patches.apply((patches.SAMPLER_WITHOUT_THREAD,))
+    sampler = statesampler.StateSampler("s", CounterFactory())
+    threads = threading.active_count()
+    sampler.start()
+    assert threading.active_count() == threads  # no sampling thread
+    assert statesampler.get_current_tracker() is sampler
+    sampler.stop()  # returns at once: nothing to join
+    assert sampler.finished and statesampler.get_current_tracker() is None
+    sampler.stop_if_still_running()  # what a bundle's end calls: a no-op now
 
 
 def test_the_launchers_metric_ids_leave_the_rollup_workers_range_free(
