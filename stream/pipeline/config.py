@@ -46,7 +46,7 @@ class PubSubEndpoints:
     subscription: str
     dead_letter_topic: str
     pull_max_messages: int = 1000
-    pull_fill: timedelta = timedelta(milliseconds=100)
+    pull_fill: timedelta = timedelta(milliseconds=500)  # a partial batch's longest wait
     readers: int = 2
     # The pull source extends the lease of a message it holds up to this long after the pull.
     max_lease: timedelta = timedelta(hours=1)

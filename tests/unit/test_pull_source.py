@@ -21,8 +21,8 @@ from google.protobuf.timestamp_pb2 import Timestamp as ProtoTimestamp
 from google.pubsub_v1 import PubsubMessage, PullResponse, ReceivedMessage
 
 from stream.pipeline.config import PubSubEndpoints
-from stream.pipeline.io import clients, leases
-from stream.pipeline.io.pubsub_pull import UNBOUNDED, PullMessagesFn, _Pulls
+from stream.pipeline.io import clients, leases, pull_pacing
+from stream.pipeline.io.pubsub_pull import PARKED, UNBOUNDED, PullMessagesFn, _Pulls
 from stream.pipeline.messages import RawMessage
 
 SUBSCRIPTION = "projects/local-project/subscriptions/unit-pull"
@@ -70,11 +70,18 @@ class FakeSubscriber:
 
 
 class FakeClock:
+    """Monotonic seconds that move only when told: by a pull's step, or by a sleep."""
+
     def __init__(self) -> None:
         self.now = 50.0
+        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 @pytest.fixture
@@ -82,11 +89,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(autouse=True)
+def fresh_readers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's readers start with no history (the registry is process-wide)."""
+    monkeypatch.setattr(pull_pacing, "_readers", {})
+
+
 def pull_fn(
     monkeypatch: pytest.MonkeyPatch,
     subscriber: FakeSubscriber,
     max_messages: int = 1000,
-    fill: timedelta = timedelta(milliseconds=100),
+    fill: timedelta = timedelta(milliseconds=500),
 ) -> tuple[PullMessagesFn, leases.LeaseKeeper]:
     keeper = leases.LeaseKeeper(SUBSCRIPTION, subscriber)
     monkeypatch.setattr(clients, "subscriber", lambda: subscriber)
@@ -97,7 +110,7 @@ def pull_fn(
         pull_max_messages=max_messages,
         pull_fill=fill,
     )
-    fn = PullMessagesFn(endpoints, clock=subscriber.clock)
+    fn = PullMessagesFn(endpoints, clock=subscriber.clock, sleep=subscriber.clock.sleep)
     fn.setup()
     return fn, keeper
 
@@ -110,45 +123,59 @@ def asked(subscriber: FakeSubscriber) -> list[tuple[int, bool]]:
 def test_a_full_first_pull_is_the_batch(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
     subscriber = FakeSubscriber([100], clock)
     fn, _ = pull_fn(monkeypatch, subscriber, max_messages=100)
-    assert len(fn._fill()) == 100
+    assert len(fn._fill(0)) == 100
     assert asked(subscriber) == [(100, False)]  # one long poll, nothing to top up
+    assert clock.slept == []
 
 
-def test_a_partial_pull_is_topped_up_with_what_is_at_hand(
+def test_a_backlog_fills_the_batch_at_once_without_waiting(
     monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
     subscriber = FakeSubscriber([100, 100, 100, 30], clock)
     fn, _ = pull_fn(monkeypatch, subscriber, max_messages=250)
-    assert len(fn._fill()) == 250
+    assert len(fn._fill(0)) == 250
     # The first pull waits for messages; top-ups ask for the rest and never wait.
     assert asked(subscriber) == [(250, False), (150, True), (50, True)]
+    assert clock.slept == []
 
 
-def test_the_fill_ends_when_nothing_more_is_at_hand(
+def test_a_trickle_waits_once_for_more_then_takes_what_is_at_hand(
     monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
-    subscriber = FakeSubscriber([40, 0, 100], clock)
+    # A long poll brings 3 (traffic is light), the batch waits 0.5 s, then takes the 45 that
+    # arrived meanwhile; a pull bringing less than a page means nothing more is at hand.
+    subscriber = FakeSubscriber([3, 45, 60], clock)
     fn, _ = pull_fn(monkeypatch, subscriber)
-    assert len(fn._fill()) == 40
-    assert len(subscriber.requests) == 2
+    assert len(fn._fill(0)) == 48
+    assert clock.slept == [0.5]
+    assert asked(subscriber) == [(1000, False), (997, True)]
 
 
-def test_the_fill_ends_at_its_deadline(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
-    # Each pull takes 40 ms; top-ups may start until 100 ms after the first pull came back:
-    # at 0, 40 and 80 ms of the fill, not at 120.
-    subscriber = FakeSubscriber([10] * 10, clock, step=0.04)
+def test_after_the_wait_a_page_means_more_is_at_hand(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    subscriber = FakeSubscriber([3, 100, 100, 20, 100], clock)
     fn, _ = pull_fn(monkeypatch, subscriber)
-    assert len(fn._fill()) == 40
+    assert len(fn._fill(0)) == 223
+    assert clock.slept == [0.5]  # waited once, never again in this batch
     assert len(subscriber.requests) == 4
 
 
-def test_no_fill_waits_when_the_first_pull_is_empty(
+def test_no_wait_when_the_first_pull_is_empty(
     monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
     subscriber = FakeSubscriber([0, 100], clock)
     fn, _ = pull_fn(monkeypatch, subscriber)
-    assert fn._fill() == []
+    assert fn._fill(0) == []
     assert len(subscriber.requests) == 1
+    assert clock.slept == []
+
+
+def test_no_wait_with_pull_fill_zero(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
+    subscriber = FakeSubscriber([3, 40], clock)
+    fn, _ = pull_fn(monkeypatch, subscriber, fill=timedelta(0))
+    assert len(fn._fill(0)) == 3
+    assert clock.slept == [] and len(subscriber.requests) == 1
 
 
 def test_a_failed_top_up_keeps_what_is_in_hand(
@@ -156,7 +183,7 @@ def test_a_failed_top_up_keeps_what_is_in_hand(
 ) -> None:
     subscriber = FakeSubscriber([60, gexc.ServiceUnavailable("blip"), 100], clock)
     fn, _ = pull_fn(monkeypatch, subscriber)
-    assert len(fn._fill()) == 60
+    assert len(fn._fill(0)) == 60
     assert len(subscriber.requests) == 2
 
 
@@ -165,7 +192,7 @@ def test_a_long_poll_that_times_out_is_an_empty_pull(
 ) -> None:
     subscriber = FakeSubscriber([gexc.DeadlineExceeded("no message in time")], clock)
     fn, _ = pull_fn(monkeypatch, subscriber)
-    assert fn._fill() == []
+    assert fn._fill(0) == []
 
 
 def test_after_a_batch_in_the_bundle_no_pull_waits(
@@ -173,8 +200,27 @@ def test_after_a_batch_in_the_bundle_no_pull_waits(
 ) -> None:
     subscriber = FakeSubscriber([5, 0], clock)
     fn, _ = pull_fn(monkeypatch, subscriber)
-    fn._fill(at_hand_only=True)
-    assert asked(subscriber) == [(1000, True), (995, True)]
+    assert len(fn._fill(0, at_hand_only=True)) == 5
+    assert asked(subscriber) == [(1000, True)]
+    assert clock.slept == []
+
+
+def test_the_wait_shrinks_as_the_arrival_rate_grows(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    # A batch of 5, then 900 a second later: at 900/s the next partial batch waits only as
+    # long as the rest of a bundle's worth (pull_pacing.WORTH_A_BUNDLE) takes to arrive.
+    subscriber = FakeSubscriber([5, 0, *[100] * 9, 0, 40, 0], clock, step=0.0)
+    fn, _ = pull_fn(monkeypatch, subscriber)
+    assert len(fn._fill(0)) == 5
+    assert clock.slept == [0.5]  # no rate known yet: the longest wait
+    clock.now += 1.0
+    assert len(fn._fill(0)) == 900
+    assert clock.slept == [0.5]  # enough at hand: no wait
+    clock.now += 0.1
+    assert len(fn._fill(0)) == 40
+    expected = (pull_pacing.WORTH_A_BUNDLE - 40) / (900 / 1.0)
+    assert clock.slept == [0.5, pytest.approx(expected)]
 
 
 def _tracker() -> ThreadsafeRestrictionTracker:
@@ -316,3 +362,47 @@ def test_a_batch_given_back_after_the_job_ended_counts_as_a_pull_in_flight(
     assert out == [] and in_flight == [True]
     assert keeper.wait_for_pulls(time.monotonic())  # and over once the batch is back
     keeper.stop()
+
+
+def test_a_helper_reader_parks_while_the_leads_batches_are_partial(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    subscriber = FakeSubscriber([3], clock)
+    fn, keeper = pull_fn(monkeypatch, subscriber)
+    try:
+        lead_out = list(
+            fn.process(0, tracker=RestrictionTrackerView(_tracker()), watermark=_estimator())
+        )
+        lead_mark = lead_out[0].timestamp  # the oldest publish time of the lead's batch
+        tracker, watermark = _tracker(), _estimator()
+        helper_out = list(
+            fn.process(1, tracker=RestrictionTrackerView(tracker), watermark=watermark)
+        )
+        assert helper_out == [] and len(subscriber.requests) == 2  # the helper pulled nothing
+        assert watermark.current_watermark() == lead_mark
+        residual, delay = tracker.deferred_status()
+        assert residual.start == 1
+        assert PARKED.micros - 1_000_000 < delay.micros <= PARKED.micros  # less time spent
+    finally:
+        keeper.stop()
+
+
+def test_helper_readers_pull_while_the_lead_finds_full_batches(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    subscriber = FakeSubscriber([10, 10, 4], clock)
+    fn, keeper = pull_fn(monkeypatch, subscriber, max_messages=10)
+    try:
+        view = RestrictionTrackerView
+        assert len(list(fn.process(0, tracker=view(_tracker()), watermark=_estimator()))) == 10
+        assert len(list(fn.process(1, tracker=view(_tracker()), watermark=_estimator()))) == 10
+        # Full batches only a while ago: the helper parks again.
+        clock.now += pull_pacing.HELPERS_STAY_SECONDS + 1
+        assert list(fn.process(1, tracker=view(_tracker()), watermark=_estimator())) == []
+        assert len(subscriber.requests) == 2
+    finally:
+        keeper.stop()
+
+
+def _estimator() -> ManualWatermarkEstimator:
+    return ManualWatermarkEstimator(None)

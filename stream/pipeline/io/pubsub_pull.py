@@ -27,7 +27,7 @@ from google.pubsub_v1 import PullResponse
 from schemas.base import from_epoch_micros
 from stream.pipeline import metrics
 from stream.pipeline.config import PubSubEndpoints
-from stream.pipeline.io import clients, leases
+from stream.pipeline.io import clients, leases, pull_pacing
 from stream.pipeline.io.pubsub_ack import AcknowledgeFn
 from stream.pipeline.io.pubsub_calls import (
     REFUSED_PUBSUB_ERRORS,
@@ -39,7 +39,13 @@ from stream.pipeline.messages import RawMessage
 
 UNBOUNDED = 2**62
 IDLE_POLL = Duration(seconds=0.2)
-PULL_TIMEOUT_SECONDS = 10.0  # generous on purpose: DESIGN.md, "Generous pull timeout"
+# A long poll's deadline: long enough that a server never answers after it (the emulator
+# answers an empty poll ~1 s before), short enough that an idle reader's watermark moves
+# (DESIGN.md, "The long poll").
+PULL_TIMEOUT_SECONDS = 2.5
+# A pull that brings fewer than this took all that was at hand: more only comes with time.
+PAGE = 50
+PARKED = Duration(seconds=5)  # how often a parked helper reader checks in (DESIGN.md)
 # After a failed pull: wait uniform(0, cap) before the next, the cap doubling to 10 s.
 PULL_BACKOFF_INITIAL_SECONDS = 0.2
 PULL_BACKOFF_MAXIMUM_SECONDS = 10.0
@@ -120,11 +126,15 @@ class PullMessagesFn(beam.DoFn):
     _leases: leases.LeaseKeeper  # from setup(): shared per process and subscription
 
     def __init__(
-        self, endpoints: PubSubEndpoints, clock: Callable[[], float] = time.monotonic
+        self,
+        endpoints: PubSubEndpoints,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """`clock`: monotonic seconds, for the fill's deadline (tests pass a fake)."""
+        """`clock`, `sleep`: monotonic seconds, for a batch's wait (tests pass fakes)."""
         self._endpoints = endpoints
         self._clock = clock
+        self._sleep = sleep
         self._pulled = metrics.counter(metrics.PULLED)
         self._empty = metrics.counter(metrics.EMPTY_PULLS)
         self._failed = metrics.counter(metrics.PULL_FAILURES)
@@ -136,6 +146,7 @@ class PullMessagesFn(beam.DoFn):
     def setup(self) -> None:
         self._subscriber = clients.subscriber()
         self._leases = leases.keeper(self._endpoints.subscription)
+        self._readers = pull_pacing.readers(self._endpoints.subscription)
         self._owner = leases.new_owner()
         self._backoff: Iterator[float] | None = None
         self._yielded = False
@@ -169,25 +180,36 @@ class PullMessagesFn(beam.DoFn):
             raise refused_by_pubsub(exc, "pull from", subscription, SUBSCRIBER_ROLE) from exc
         return list(PullResponse.pb(response).received_messages)  # raw protobuf: see _to_raw
 
-    def _fill(self, at_hand_only: bool = False) -> list[Any]:
-        """One batch: pull, then keep pulling briefly until `pull_max_messages` are in hand.
+    def _fill(self, reader: int, at_hand_only: bool = False) -> list[Any]:
+        """One batch: a pull, what else is at hand, and a wait for more if it is partial.
 
         A server answers a pull with what it has at hand (the emulator: at most 100), and
-        each batch becomes one bundle, whose fixed cost (in Prism and in the SDK) is paid
-        per bundle. Topping the batch up within `pull_fill` makes bundles large under load;
-        when traffic is light the first pull comes back partial and nothing waits.
+        each batch becomes one bundle whose fixed cost is paid per bundle. So a batch takes
+        all that is at hand at once (a backlog fills it) and, when that runs dry before the
+        batch is full, waits once for more as long as the reader's batch wait says (none
+        in a bundle that already yielded a batch: its rows wait for the bundle's end).
         """
         wanted = self._endpoints.pull_max_messages
+        wait = self._readers.batch_wait(reader, self._endpoints.pull_fill.total_seconds(), wanted)
         received = self._pull(wanted, at_hand_only)  # a long poll, unless told otherwise
-        deadline = self._clock() + self._endpoints.pull_fill.total_seconds()
-        while received and len(received) < wanted and self._clock() < deadline:
+        brought, asked, waited = len(received), wanted, at_hand_only
+        while received and len(received) < wanted:
+            if brought < min(PAGE, asked):  # all that was at hand is in
+                if waited:
+                    break
+                waited = True
+                delay = wait.wait(len(received))
+                if delay <= 0:
+                    break
+                self._sleep(delay)
+            asked = wanted - len(received)
             try:
-                more = self._pull(wanted - len(received), at_hand_only=True)
+                more = self._pull(asked, at_hand_only=True)
             except TRANSIENT_PUBSUB_ERRORS:
                 break  # keep what is in hand; the next pull tells whether Pub/Sub is back
-            if not more:
-                break
             received.extend(more)
+            brought = len(more)
+        wait.seen(len(received), self._clock())
         return received
 
     def _pull_failed(self, exc: Exception) -> Duration:
@@ -238,10 +260,13 @@ class PullMessagesFn(beam.DoFn):
         if not tracker.try_claim(position):
             return
         self._leases.raise_refusal()  # the keeper's calls were refused: stop before pulling
+        if reader and not self._readers.helpers_pull(self._clock()):
+            self._park(tracker, watermark)
+            return
         # In flight until the batch is held or given back: the job's end waits for both.
         with self._leases.pulling():
             try:
-                received = self._fill(at_hand_only=self._yielded)
+                received = self._fill(reader, at_hand_only=self._yielded)
             except TRANSIENT_PUBSUB_ERRORS as exc:
                 # The watermark stays: what is waiting in the subscription is not known now.
                 tracker.defer_remainder(self._pull_failed(exc))
@@ -253,6 +278,7 @@ class PullMessagesFn(beam.DoFn):
             self._empty.inc()
             self._fill_gauge.set(0)
             watermark.set_watermark(max(now, watermark.current_watermark() or now))
+            self._pulled_as(reader, 0, watermark)
             tracker.defer_remainder(IDLE_POLL)
             return
         if not held:
@@ -269,7 +295,25 @@ class PullMessagesFn(beam.DoFn):
         self._fill_gauge.set(100 * len(received) // self._endpoints.pull_max_messages)
         current = watermark.current_watermark()
         watermark.set_watermark(oldest if current is None else max(current, oldest))
+        self._pulled_as(reader, len(received), watermark)
         tracker.defer_remainder()
+
+    def _pulled_as(self, reader: int, count: int, watermark: ManualWatermarkEstimator) -> None:
+        """The lead tells the helpers whether its batch was full, and its watermark."""
+        if reader == 0:
+            full = count >= self._endpoints.pull_max_messages
+            self._readers.lead_pulled(full, watermark.current_watermark(), self._clock())
+
+    def _park(self, tracker: _Pulls, watermark: ManualWatermarkEstimator) -> None:
+        """A helper while the lead's batches are partial: no pull until its next check-in.
+
+        It reports the lead's watermark: never ahead of the lead's, and (Prism takes a stage's
+        watermark from the latest bundle's estimate) never holding it back (DESIGN.md).
+        """
+        lead, current = self._readers.watermark, watermark.current_watermark()
+        if lead is not None:
+            watermark.set_watermark(lead if current is None else max(current, lead))
+        tracker.defer_remainder(PARKED)
 
 
 class PullMessages(beam.PTransform):
