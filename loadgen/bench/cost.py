@@ -24,7 +24,6 @@ from loadgen.readback import rows
 from loadgen.seed import SEED_DOMAINS
 from stream import names
 
-RAW = "raw loop"  # the configuration name of the baseline in results.json
 RATES = (100.0, 300.0, 1000.0)
 WARMUP_SECONDS = 10.0
 WINDOW_SECONDS = 20.0

@@ -5,6 +5,7 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,11 @@ def pipeline(flags: list[str], log: Path) -> PipelineProcess:
     )
 
 
-def _harness_micros(per_role: dict[str, float]) -> dict[str, float]:
+def _harness_micros(
+    per_role: dict[str, float], roles: tuple[str, ...] = HARNESS
+) -> dict[str, float]:
     """CPU us per message of the pipeline's processes (SDK workers, Prism), and their sum."""
-    picked = {part: per_role.get(part, 0.0) for part in HARNESS}
+    picked = {part: per_role.get(part, 0.0) for part in roles}
     return {**picked, "pipeline total": round(sum(picked.values()), 1)}
 
 
@@ -128,7 +131,12 @@ def million_phase(
 
 
 def step(
-    client: BigtableDataClient, topic: str, rate: float, seconds: float, hint: load.WrittenHint
+    client: BigtableDataClient,
+    topic: str,
+    rate: float,
+    seconds: float,
+    hint: load.WrittenHint,
+    roles: tuple[str, ...] = HARNESS,
 ) -> Step:
     """One offered rate for `seconds`: achieved rate, latency, CPU per message, sustained?"""
     result = Step(offered_rate=rate, seconds=seconds)
@@ -139,7 +147,7 @@ def step(
     cpu_after = measure.cpu_seconds()
     result.cores_used = measure.cpu_share(cpu_before, cpu_after, took)
     result.cpu_us_per_message = _harness_micros(
-        measure.micros_per_message(cpu_before, cpu_after, result.published)
+        measure.micros_per_message(cpu_before, cpu_after, result.published), roles
     )
     result.publish_rate = round(result.published / took, 1)
     stopped = time.time() * 1000
@@ -182,30 +190,33 @@ def steps_phase(
     client: BigtableDataClient,
     results: Results,
     name: str,
-    flags: list[str],
+    start: Callable[[list[str], Path], PipelineProcess],
     rates: list[float],
     seconds: float,
     best_ceiling: float,
     profile_output: Path | None,
+    roles: tuple[str, ...] = HARNESS,
 ) -> None:
     """Rising offered rates until one is not sustained, then half the best sustained rate.
 
-    The half-rate step gives the CPU per message below saturation; with `profile_output`,
-    a py-spy profile is taken during one more step at the best sustained rate.
+    `start(topic flags, log)` starts what is measured: the pipeline, or the raw loop under
+    the same publisher (`roles`: its processes). The half-rate step gives the CPU per
+    message below saturation; with `profile_output`, a py-spy profile is taken during one
+    more step at the best sustained rate.
     """
     tag = f"steps-{name.replace(' ', '-')}"
     topic, phase_flags = load.phase_topic(tag)
-    run = pipeline([*phase_flags, *flags], RUN_DIR / f"bench-{tag}.log")
+    run = start(phase_flags, RUN_DIR / f"bench-{tag}.log")
     hint = load.WrittenHint(run)
     time.sleep(8)  # start-up (Prism, SDK harness) before offering load
     steps = []
     for rate in rates:
-        steps.append(step(client, topic, rate, seconds, hint))
+        steps.append(step(client, topic, rate, seconds, hint, roles))
         if not steps[-1].sustained or rate > 1.2 * best_ceiling:
             break
     results.steps[name] = steps
     best = max((s.offered_rate for s in steps if s.sustained), default=rates[0])
-    results.half_rate[name] = step(client, topic, best / 2, seconds, hint)
+    results.half_rate[name] = step(client, topic, best / 2, seconds, hint, roles)
     if profile_output is not None:
         print(f"bench: profiling the pipeline at {best:.0f}/s")
         profiler = threading.Thread(

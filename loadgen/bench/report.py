@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadgen.bench import measure
+
 
 @dataclass
 class Step:
@@ -51,6 +53,8 @@ class Results:
 
 
 CONFIGS = {"rollups on": [], "rollups off": ["--rollups=off"]}
+# The raw-client loop as a process of its own under the same publisher (steps and cost).
+RAW = "raw loop"
 # Drained once more for comparison: the rollup stages in the rows' SDK worker (one GIL).
 ONE_WORKER = "rollups on, one SDK worker"
 ONE_WORKER_FLAGS = ["--rollup_worker=thread"]
@@ -65,7 +69,7 @@ def plot(results: Results, output: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     top = 0.0
-    for (name, steps), style in zip(results.steps.items(), ("o-", "s--"), strict=False):
+    for (name, steps), style in zip(results.steps.items(), ("o-", "s--", "d:"), strict=False):
         offered = [s.offered_rate for s in steps]
         top = max([top, *offered])
         left.plot(offered, [s.ingest_rate for s in steps], style, label=f"pipeline, {name}")
@@ -98,6 +102,51 @@ def plot(results: Results, output: Path) -> None:
     right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(output / "throughput.png", dpi=110)
+
+
+def plot_cost(results: Results, output: Path, before: dict[str, Any] | None) -> None:
+    """cost.png: CPU us per message against the offered rate, per config, before and after.
+
+    Saturation (the drain) is the rightmost point of each curve; `before` is a recorded
+    curve of older code (bench/cost-before.json), drawn dashed.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(8, 5))
+    curves = {name: ("this run", figures) for name, figures in cost_curve(results).items()}
+    drains = {name: drain.get("drain_rate") for name, drain in results.pipeline_drain.items()}
+    drains[RAW] = next((c["rate"] for c in results.ceiling if c["threads"] == 1), None)
+    styles = {"rollups on": "tab:blue", "rollups off": "tab:orange", RAW: "tab:grey"}
+    for name, (label, figures) in curves.items():
+        points = _curve_points(figures, drains.get(name))
+        axis.plot(
+            *zip(*points, strict=True), "o-", color=styles.get(name), label=f"{name}, {label}"
+        )
+    before = before or {}
+    for name, figures in before.get("curves", {}).items():
+        if name == RAW:
+            continue  # the raw loop's code did not change
+        points = _curve_points(figures, figures.get("saturation_rate"))
+        axis.plot(*zip(*points, strict=True), "x--", color=styles.get(name), alpha=0.6,
+                  label=f"{name}, before ({before.get('started', '')[:10]})")  # fmt: skip
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("offered rate (messages/s); the rightmost point: saturation (drain)")
+    axis.set_ylabel("CPU µs per message (pipeline's processes)")
+    axis.set_title("Cost per message against the rate")
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(output / "cost.png", dpi=110)
+
+
+def _curve_points(figures: dict[str, Any], drain_rate: float | None) -> list[tuple[float, float]]:
+    points = [(float(rate), micros) for rate, micros in figures.get("by_rate", {}).items()]
+    if drain_rate and figures.get("saturation"):
+        points.append((drain_rate, figures["saturation"]))
+    return sorted(p for p in points if p[1])
 
 
 def cost_curve(results: Results) -> dict[str, dict[str, Any]]:
@@ -135,6 +184,31 @@ def cost_curve(results: Results) -> dict[str, dict[str, Any]]:
     return curve
 
 
+def harness_curves(results: Results) -> dict[str, list[tuple[float, float]]]:
+    """Per config: (offered rate, SDK workers' us per message), and the drain's (saturation).
+
+    The SDK workers only (the rows' and the rollups' processes): on Dataflow, Streaming
+    Engine does Prism's work off the workers (loadgen/bench/sizing.py).
+    """
+    workers = (measure.PIPELINE, measure.ROLLUP_WORKER)
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for name in CONFIGS:
+        points = [
+            (
+                _field(p, "offered_rate"),
+                sum(_field(p, "cpu_us_per_message").get(w, 0.0) for w in workers),
+            )
+            for p in results.cost.get(name, [])
+            if _field(p, "offered_rate")
+        ]
+        drain = results.pipeline_drain.get(name, {})
+        if drain.get("drain_rate"):
+            micros = drain.get("pipeline_cpu_us_per_message", {})
+            points.append((drain["drain_rate"], sum(micros.get(w, 0.0) for w in workers)))
+        curves[name] = [(rate, micros) for rate, micros in points if micros > 0]
+    return curves
+
+
 def _field(point: Any, name: str) -> Any:
     """A field of a cost point, as a dataclass (this run) or a dict (read back from JSON)."""
     return point[name] if isinstance(point, dict) else getattr(point, name)
@@ -143,7 +217,11 @@ def _field(point: Any, name: str) -> Any:
 def summarise(results: Results, best_ceiling: float) -> dict[str, Any]:
     """The headline figures: rates and their ratios to the ceiling, latency, CPU, memory."""
     summary: dict[str, Any] = {"ceiling_rate": best_ceiling}
-    lost = 0
+    raw_steps = results.steps.get(RAW, [])
+    raw_sustained = max((s.ingest_rate for s in raw_steps if s.sustained), default=0.0)
+    if raw_steps:
+        summary["raw_loop_sustained_rate"] = raw_sustained
+    lost = sum(s.published - s.rows for s in raw_steps)
     for name in CONFIGS:
         if name not in results.steps and name not in results.pipeline_drain:
             continue  # not run
@@ -162,6 +240,10 @@ def summarise(results: Results, best_ceiling: float) -> dict[str, Any]:
             "peak_rss_mib": drain.get("peak_rss_mib", 0.0),
             "peak_rss_mib_by_process": drain.get("peak_rss_mib_by_process", {}),
             "ratio_sustained_to_ceiling": ratio(sustained),
+            # like with like: the raw loop stepped under the same publisher
+            "ratio_sustained_to_raw_loop": (
+                round(sustained / raw_sustained, 3) if raw_sustained else None
+            ),
             "ratio_drain_to_ceiling": ratio(drain.get("drain_rate", 0.0)),
             "latency_at_best_sustained": next(
                 (

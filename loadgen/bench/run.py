@@ -43,8 +43,11 @@ from loadgen.bench.report import (
     CONFIGS,
     ONE_WORKER,
     ONE_WORKER_FLAGS,
+    RAW,
     Results,
+    harness_curves,
     plot,
+    plot_cost,
     summarise,
 )
 from loadgen.bench.sizing import markdown, sizing
@@ -61,6 +64,7 @@ PHASES = (
     "chaos",
 )  # fmt: skip
 CHAOS_SEED = 7
+COST_BEFORE = "cost-before.json"  # a recorded cost curve of older code, drawn in cost.png
 
 
 def _soak(quick: bool) -> dict[str, Any]:
@@ -82,6 +86,15 @@ def _record_chaos_only(output: Path, quick: bool) -> int:
     return 0 if recorded["chaos"]["ok"] else 1
 
 
+def _starter(flags: list[str]) -> cost.Starter:
+    """Starts the pipeline with `flags` after the phase's own (its subscription)."""
+
+    def start(topic_flags: list[str], log: Path) -> PipelineProcess:
+        return phases.pipeline([*topic_flags, *flags], log)
+
+    return start
+
+
 def _cost(
     client: BigtableDataClient, results: Results, chosen: dict[str, list[str]], quick: bool
 ) -> None:
@@ -93,15 +106,12 @@ def _cost(
         rate = half.offered_rate if half else round(drained / 2, -1)
         rates = [*base, rate] if rate > base[-1] else base
 
-        def start(topic_flags: list[str], log: Path, flags: list[str] = flags) -> PipelineProcess:
-            return phases.pipeline([*topic_flags, *flags], log)
-
         tag = f"cost-{name.replace(' ', '-')}"
         rollups = "--rollups=off" not in flags
         results.cost[name] = cost.cost_phase(
-            client, tag, start, rates, phases.HARNESS, rollups, phases.RUN_DIR
+            client, tag, _starter(flags), rates, phases.HARNESS, rollups, phases.RUN_DIR
         )
-    results.cost[cost.RAW] = cost.cost_phase(
+    results.cost[RAW] = cost.cost_phase(
         client, "cost-raw-loop", cost.raw_loop, base, (measure.RAW_LOOP,), False, phases.RUN_DIR
     )
 
@@ -167,9 +177,14 @@ def run_bench(
                         output if "profile" in phases_to_run and name == "rollups on" else None
                     )
                     phases.steps_phase(
-                        client, results, name, flags, rates, step_seconds, best_ceiling or 1e9,
-                        profile,
+                        client, results, name, _starter(flags), rates, step_seconds,
+                        best_ceiling or 1e9, profile,
                     )  # fmt: skip
+                # The baseline sustained under the same publisher, on the same cores.
+                phases.steps_phase(
+                    client, results, RAW, cost.raw_loop, rates, step_seconds, 1e9, None,
+                    (measure.RAW_LOOP,),
+                )  # fmt: skip
             if "cost" in phases_to_run:
                 _cost(client, results, chosen, quick)
             if "faults" in phases_to_run:
@@ -189,21 +204,17 @@ def run_bench(
     if "chaos" in phases_to_run:  # emulators of its own, after the others are stopped
         results.chaos = _soak(quick)
     results.summary = summarise(results, best_ceiling)
-    harness = {
-        name: sum(
-            figures["cpu_us_per_message_at_saturation"].get(part, 0.0)
-            for part in (measure.PIPELINE, measure.ROLLUP_WORKER)
-        )
-        for name, figures in results.summary.items()
-        if isinstance(figures, dict) and figures.get("cpu_us_per_message_at_saturation")
-    }
+    harness = harness_curves(results)
     state = next(iter(results.summary["rollup_state_bytes_per_event"].values()), 0.0)
-    if harness:
+    if any(harness.values()):
         results.summary["sizing_model"] = sizing(harness, state)
         print(markdown(results.summary["sizing_model"]))
     (output / "results.json").write_text(json.dumps(asdict(results), indent=2) + "\n")
     if results.steps:
         plot(results, output)
+    if results.cost:
+        before = output / COST_BEFORE
+        plot_cost(results, output, json.loads(before.read_text()) if before.exists() else None)
     print(f"bench: summary {json.dumps(results.summary)}")
     print(f"bench: wrote {output / 'results.json'}")
     return 0
