@@ -5,6 +5,8 @@ from apache_beam.utils.timestamp import Timestamp
 
 from stream.pipeline.io.pull_pacing import (
     HELPERS_STAY_SECONDS,
+    PARK_LONG_SECONDS,
+    PARK_SHORT_SECONDS,
     WORTH_A_BUNDLE,
     BatchWait,
     Readers,
@@ -55,19 +57,21 @@ def test_the_rate_follows_the_traffic_smoothly() -> None:
 
 def test_helpers_pull_only_after_a_full_batch_of_the_lead_and_for_a_while() -> None:
     readers = Readers()
-    assert not readers.helpers_pull(now=5.0)
-    readers.lead_pulled(full=False, watermark=Timestamp(10), now=5.0)
-    assert not readers.helpers_pull(now=5.0)
-    readers.lead_pulled(full=True, watermark=Timestamp(11), now=6.0)
-    assert readers.helpers_pull(now=6.0 + HELPERS_STAY_SECONDS)
-    assert not readers.helpers_pull(now=6.1 + HELPERS_STAY_SECONDS)
+    assert readers.helper_parks(now=5.0) == PARK_SHORT_SECONDS  # the lead has not pulled yet
+    readers.lead_pulled(3, full=False, watermark=Timestamp(10), now=5.0)
+    assert readers.helper_parks(now=5.0) == PARK_LONG_SECONDS  # light traffic: rarely
+    readers.lead_pulled(1000, full=True, watermark=Timestamp(11), now=6.0)
+    assert readers.helper_parks(now=6.0 + HELPERS_STAY_SECONDS) == 0.0
+    # Busy, not full: helpers park, but check again soon.
+    readers.lead_pulled(WORTH_A_BUNDLE, full=False, watermark=Timestamp(12), now=6.5)
+    assert readers.helper_parks(now=6.1 + HELPERS_STAY_SECONDS) == PARK_SHORT_SECONDS
 
 
 def test_helpers_report_the_leads_latest_watermark() -> None:
     readers = Readers()
     assert readers.watermark is None
-    readers.lead_pulled(full=False, watermark=Timestamp(10), now=1.0)
-    readers.lead_pulled(full=False, watermark=None, now=2.0)  # nothing new: kept
+    readers.lead_pulled(1, full=False, watermark=Timestamp(10), now=1.0)
+    readers.lead_pulled(0, full=False, watermark=None, now=2.0)  # nothing new: kept
     assert readers.watermark == Timestamp(10)
 
 

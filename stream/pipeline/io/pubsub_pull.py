@@ -45,7 +45,6 @@ IDLE_POLL = Duration(seconds=0.2)
 PULL_TIMEOUT_SECONDS = 2.5
 # A pull that brings fewer than this took all that was at hand: more only comes with time.
 PAGE = 50
-PARKED = Duration(seconds=5)  # how often a parked helper reader checks in (DESIGN.md)
 # After a failed pull: wait uniform(0, cap) before the next, the cap doubling to 10 s.
 PULL_BACKOFF_INITIAL_SECONDS = 0.2
 PULL_BACKOFF_MAXIMUM_SECONDS = 10.0
@@ -260,8 +259,9 @@ class PullMessagesFn(beam.DoFn):
         if not tracker.try_claim(position):
             return
         self._leases.raise_refusal()  # the keeper's calls were refused: stop before pulling
-        if reader and not self._readers.helpers_pull(self._clock()):
-            self._park(tracker, watermark)
+        parked = self._readers.helper_parks(self._clock()) if reader else 0.0
+        if parked:
+            self._park(tracker, watermark, parked)
             return
         # In flight until the batch is held or given back: the job's end waits for both.
         with self._leases.pulling():
@@ -302,9 +302,10 @@ class PullMessagesFn(beam.DoFn):
         """The lead tells the helpers whether its batch was full, and its watermark."""
         if reader == 0:
             full = count >= self._endpoints.pull_max_messages
-            self._readers.lead_pulled(full, watermark.current_watermark(), self._clock())
+            mark = watermark.current_watermark()
+            self._readers.lead_pulled(count, full, mark, self._clock())
 
-    def _park(self, tracker: _Pulls, watermark: ManualWatermarkEstimator) -> None:
+    def _park(self, tracker: _Pulls, watermark: ManualWatermarkEstimator, seconds: float) -> None:
         """A helper while the lead's batches are partial: no pull until its next check-in.
 
         It reports the lead's watermark: never ahead of the lead's, and (Prism takes a stage's
@@ -313,7 +314,7 @@ class PullMessagesFn(beam.DoFn):
         lead, current = self._readers.watermark, watermark.current_watermark()
         if lead is not None:
             watermark.set_watermark(lead if current is None else max(current, lead))
-        tracker.defer_remainder(PARKED)
+        tracker.defer_remainder(Duration(seconds=seconds))
 
 
 class PullMessages(beam.PTransform):

@@ -16,6 +16,10 @@ RATE_SMOOTHING = 0.3  # weight of the newest batch in the smoothed arrival rate
 WORTH_A_BUNDLE = 250
 MIN_MESSAGES_TO_WAIT_FOR = 1.0  # a wait expected to bring fewer than this is not worth it
 HELPERS_STAY_SECONDS = 2.0  # helpers keep pulling this long after the lead's last full batch
+# How long a parked helper waits before it checks again: soon while the lead is busy (or has
+# not pulled yet), rarely when traffic is light (each check-in is a bundle).
+PARK_SHORT_SECONDS = 0.5
+PARK_LONG_SECONDS = 5.0
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Readers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._full_at: float | None = None
+        self._last_batch: int | None = None
         self._watermark: Timestamp | None = None
         self._waits: dict[int, BatchWait] = {}
 
@@ -75,18 +80,25 @@ class Readers:
         with self._lock:
             return self._waits.setdefault(reader, BatchWait(longest, full))
 
-    def lead_pulled(self, full: bool, watermark: Timestamp | None, now: float) -> None:
-        """The lead's latest batch (or empty pull), and its watermark after it."""
+    def lead_pulled(self, batch: int, full: bool, watermark: Timestamp | None, now: float) -> None:
+        """The lead's latest batch (0: an empty pull), and its watermark after it."""
         with self._lock:
+            self._last_batch = batch
             if full:
                 self._full_at = now
             if watermark is not None:
                 self._watermark = watermark
 
-    def helpers_pull(self, now: float) -> bool:
-        """Whether helpers pull now: the lead had a full batch in the last few seconds."""
+    def helper_parks(self, now: float) -> float:
+        """How long a helper parks before it checks again; 0: it pulls now.
+
+        Helpers pull while the lead had a full batch in the last few seconds.
+        """
         with self._lock:
-            return self._full_at is not None and now - self._full_at <= HELPERS_STAY_SECONDS
+            if self._full_at is not None and now - self._full_at <= HELPERS_STAY_SECONDS:
+                return 0.0
+            busy = self._last_batch is None or self._last_batch >= WORTH_A_BUNDLE
+            return PARK_SHORT_SECONDS if busy else PARK_LONG_SECONDS
 
     @property
     def watermark(self) -> Timestamp | None:
