@@ -154,11 +154,13 @@ class Restarts:
 
 def _build(options: PipelineOptions, config: IngestConfig, choice: RunnerChoice) -> beam.Pipeline:
     pipeline = beam.Pipeline(options=options)
+    second = PullSource(config.pubsub, leads=False) if config.ingest_processes > 1 else None
     build_pipeline(
         pipeline,
         source_for(choice, config),
         BigtableSink(config.bigtable, config.pubsub.dead_letter_topic),
         config,
+        second,
     )
     return pipeline
 
@@ -242,8 +244,8 @@ def patches_for(config: IngestConfig, choice: RunnerChoice) -> tuple[patches.Pat
         needed.append(patches.FRESH_METRICS)
     if choice.name == PRISM:
         needed.append(patches.SAMPLER_WITHOUT_THREAD)
-    if config.rollup_worker is RollupWorker.PROCESS:
-        needed.append(patches.ROLLUP_WORKER_PROCESS)
+    if config.rollup_worker is RollupWorker.PROCESS or config.ingest_processes > 1:
+        needed.append(patches.WORKER_PROCESS)
     return tuple(needed)
 
 

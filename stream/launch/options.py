@@ -107,6 +107,14 @@ class IngestOptions(PipelineOptions):
             "200 MiB more memory). auto: process on Prism with rollups on, else thread.",
         )
         group.add_argument(
+            "--ingest_processes",
+            choices=("auto", "1", "2"),
+            default="auto",
+            help="Processes that pull, validate, write and acknowledge: 1 (the launching "
+            "process) or 2 (and the worker process the rollups use: a second GIL under "
+            "load; Prism only). auto: 2 on Prism, else 1.",
+        )
+        group.add_argument(
             "--patches",
             choices=("on", "off"),
             default="on",
@@ -288,6 +296,26 @@ def _rollup_worker(errors: list[str], choice: str, rollups: bool, runner: str) -
     return cfg.RollupWorker.THREAD
 
 
+def _ingest_processes(
+    errors: list[str], choice: str, runner: str, patches: bool, backfill: bool
+) -> int:
+    """--ingest_processes for this run: 2 only on Prism, from Pub/Sub, with the patches."""
+    if choice == "2":
+        if runner != PRISM:
+            errors.append(
+                f"--ingest_processes=2 needs Prism, and the runner is {runner or 'none'}: "
+                "drop the flag (Dataflow scales with workers)"
+            )
+        elif backfill:
+            errors.append("--ingest_processes=2 reads Pub/Sub: drop it for a backfill (--input)")
+        elif not patches:
+            errors.append("--ingest_processes=2 is a patch of Beam: drop it or --patches=on")
+        return 2
+    if choice == "auto" and runner == PRISM and patches and not backfill:
+        return 2
+    return 1
+
+
 def _catalog(errors: list[str], path: str | None) -> frozenset[str] | None:
     if path is None:
         return None
@@ -324,6 +352,9 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
         if ingest.rollup_worker == "process":
             errors.append("--rollup_worker=process is a patch of Beam: drop it or --patches=on")
         rollup_worker = cfg.RollupWorker.THREAD
+    ingest_processes = _ingest_processes(
+        errors, ingest.ingest_processes, runner, patches, ingest.input is not None
+    )
     subscription = ingest.subscription or names.subscription_path(
         names.LOCAL_PROJECT, names.LOCAL_SUBSCRIPTION
     )
@@ -415,6 +446,7 @@ def to_config(options: PipelineOptions) -> cfg.IngestConfig:
         ),
         rollups=rollups,
         rollup_worker=rollup_worker,
+        ingest_processes=ingest_processes,
         patches=patches,
         input_pattern=ingest.input,
         input_schema=input_schema,

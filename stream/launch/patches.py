@@ -46,8 +46,8 @@ SAMPLER_WITHOUT_THREAD = Patch(
     "execution times it samples are not used on a local runner",
     "bundle ends wait up to 200 ms (a 60k drain ~7% slower), a thread started per bundle",
 )
-ROLLUP_WORKER_PROCESS = Patch(
-    "rollup_worker_process",
+WORKER_PROCESS = Patch(
+    "worker_process",
     (
         "apache_beam.runners.portability.portable_runner.PortableRunner"
         ".start_and_replace_loopback_environments",
@@ -56,9 +56,11 @@ ROLLUP_WORKER_PROCESS = Patch(
         "apache_beam.runners.worker.sdk_worker.SHORT_ID_CACHE._lock",
         "apache_beam.runners.worker.sdk_worker.SHORT_ID_CACHE._last_short_id",
     ),
-    "the keyed rollup stages get a worker process (a second GIL); Prism 2.77 keeps one "
-    "metric short-id table per job, so the launcher's ids move out of the child's range",
-    "rollups share the rows' process (--rollup_worker=thread: a 60k drain ~15% slower)",
+    "the keyed rollup stages and a second ingest get a worker process (a second GIL); Prism "
+    "2.77 keeps one metric short-id table per job, so the launcher's ids move out of the "
+    "child's range",
+    "rollups and every ingest share one process (--rollup_worker=thread "
+    "--ingest_processes=1: a 60k drain ~15-40% slower)",
 )
 FRESH_METRICS = Patch(
     "fresh_metrics",
@@ -74,8 +76,8 @@ RAW_MUTATION_ENTRIES = Patch(
     "the raw protobuf takes 2.4 us)",
     "the client's own entries (19 us a row instead of 2.4)",
 )
-PATCHES = (SAMPLER_WITHOUT_THREAD, ROLLUP_WORKER_PROCESS, FRESH_METRICS, RAW_MUTATION_ENTRIES)
-BEAM_PATCHES = (SAMPLER_WITHOUT_THREAD, ROLLUP_WORKER_PROCESS, FRESH_METRICS)
+PATCHES = (SAMPLER_WITHOUT_THREAD, WORKER_PROCESS, FRESH_METRICS, RAW_MUTATION_ENTRIES)
+BEAM_PATCHES = (SAMPLER_WITHOUT_THREAD, WORKER_PROCESS, FRESH_METRICS)
 
 
 class PatchError(RuntimeError):
@@ -118,7 +120,7 @@ def apply(patches: tuple[Patch, ...]) -> None:
     """Apply each of `patches` in this process, once (the raw entries apply in the workers)."""
     actions: dict[str, Callable[[], None]] = {
         SAMPLER_WITHOUT_THREAD.name: _sampler_without_thread,
-        ROLLUP_WORKER_PROCESS.name: _rollup_worker_process,
+        WORKER_PROCESS.name: _worker_process,
         FRESH_METRICS.name: _fresh_metrics,
     }
     with _lock:
@@ -171,7 +173,7 @@ def worker_pools(pipeline: Any, options: PipelineOptions) -> list[Callable[[], N
     return cleanups
 
 
-def _rollup_worker_process() -> None:
+def _worker_process() -> None:
     # The pool spawns `python`: this interpreter's comes first on PATH.
     here = os.path.dirname(sys.executable)
     os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")

@@ -3,9 +3,10 @@
 from typing import NamedTuple, Protocol
 
 import apache_beam as beam
+from apache_beam.typehints.decorators import no_annotations
 
 from stream.pipeline.acknowledge import Acknowledge
-from stream.pipeline.config import IngestConfig, RollupWorker
+from stream.pipeline.config import WORKER_PROCESS_HINTS, IngestConfig, RollupWorker
 from stream.pipeline.deadletters import DeadLetters
 from stream.pipeline.event_time import AssignEventTime
 from stream.pipeline.parse import ParseAndValidate
@@ -44,16 +45,18 @@ class PipelineOutputs(NamedTuple):
     rollups: beam.PCollection | None  # RollupRow per fired pane (None: --rollups=off)
 
 
-def build_pipeline(
-    pipeline: beam.Pipeline, source: Source, sink: Sink, config: IngestConfig
-) -> PipelineOutputs:
-    """Read -> parse/validate -> event time -> write rows; failures -> dead letter; then ack.
+class _Ingested(NamedTuple):
+    events: beam.PCollection
+    written: beam.PCollection
+    dead: dict[str, beam.PCollection]
+    acked: dict[str, beam.PCollection]
 
-    Rollups branch off the events: they never hold up a row or its acknowledgement (a
-    message is acknowledged once its row is written). Their `too_late` notices are dead
-    letters too, but acknowledge nothing: those messages' rows were written.
-    """
-    raw = pipeline | "ReadEvents" >> source.read()
+
+def _ingest(
+    root: beam.Pipeline | beam.pvalue.PBegin, source: Source, sink: Sink, config: IngestConfig
+) -> _Ingested:
+    """Read -> parse/validate -> event time -> write rows; failures -> dead letter; then ack."""
+    raw = root | "ReadEvents" >> source.read()
     parsed = raw | "ParseAndValidate" >> ParseAndValidate(config.rules)
     events = parsed.valid | "AssignEventTime" >> AssignEventTime()
     writes = events | "WriteRows" >> sink.write_rows()
@@ -61,9 +64,47 @@ def build_pipeline(
         sink.dead_letter
     )
     acked = {"rows": writes.written, **dead} | "Acknowledge" >> Acknowledge(source.acknowledge)
+    return _Ingested(events, writes.written, dead, acked)
+
+
+class _SecondProcess(beam.PTransform):
+    """The same sentence in the worker process (Prism): a second GIL pulls, writes and acks."""
+
+    def __init__(self, source: Source, sink: Sink, config: IngestConfig) -> None:
+        super().__init__()
+        self._source, self._sink, self._config = source, sink, config
+
+    @no_annotations
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return _ingest(pbegin, self._source, self._sink, self._config).events
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    source: Source,
+    sink: Sink,
+    config: IngestConfig,
+    second: Source | None = None,
+) -> PipelineOutputs:
+    """Read -> parse/validate -> event time -> write rows; failures -> dead letter; then ack.
+
+    Rollups branch off the events: they never hold up a row or its acknowledgement (a
+    message is acknowledged once its row is written). Their `too_late` notices are dead
+    letters too, but acknowledge nothing: those messages' rows were written. With `second`
+    (Prism, --ingest_processes=2), the same sentence runs from it in the worker process
+    too, and both feed the rollups.
+    """
+    first = _ingest(pipeline, source, sink, config)
+    events: tuple[beam.PCollection, ...] = (first.events,)
+    if second is not None:
+        events += (
+            pipeline
+            | "SecondProcess"
+            >> _SecondProcess(second, sink, config).with_resource_hints(**WORKER_PROCESS_HINTS),
+        )
     rollup_rows, notices = None, {}
     if config.rollups:
-        rollups = events | "Rollups" >> Rollups(
+        rollups = (events[0] if len(events) == 1 else events) | "Rollups" >> Rollups(
             config.window,
             config.allowed_lateness,
             own_worker=config.rollup_worker is RollupWorker.PROCESS,
@@ -74,8 +115,8 @@ def build_pipeline(
             "RollupDeadLetter" >> DeadLetters(sink.dead_letter)
         )
     return PipelineOutputs(
-        written=writes.written,
-        dead_letters=(*dead.values(), *notices.values()),
-        acknowledged=tuple(acked.values()),
+        written=first.written,
+        dead_letters=(*first.dead.values(), *notices.values()),
+        acknowledged=tuple(first.acked.values()),
         rollups=rollup_rows,
     )

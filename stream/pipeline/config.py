@@ -12,6 +12,11 @@ from stream.pipeline.validate import ParseRules
 DEFAULT_WRITE_RETRY = timedelta(minutes=15)
 
 
+# Any resource hint gives transforms an environment of their own, and on Prism a worker
+# process for it (stream/launch/patches.py, worker_process); Prism ignores the value.
+WORKER_PROCESS_HINTS = {"min_ram": "1GB"}
+
+
 class RollupWorker(StrEnum):
     """Where the keyed rollup stages run (--rollup_worker, resolved for the runner)."""
 
@@ -68,6 +73,9 @@ class IngestConfig:
     rules: ParseRules = field(default_factory=ParseRules)
     rollups: bool = True
     rollup_worker: RollupWorker = RollupWorker.THREAD
+    # Processes that pull, validate, write and acknowledge: 1, or 2 on Prism (the second is
+    # the worker process, beside the keyed rollup stages).
+    ingest_processes: int = 1
     patches: bool = True  # --patches: stream/launch/patches.py and io/client_patches.py
     input_pattern: str | None = None  # a batch backfill from files instead of Pub/Sub
     input_schema: str = DEFAULT_SCHEMA

@@ -203,6 +203,27 @@ def test_rollup_worker_is_resolved_once_for_the_runner() -> None:
     assert worker() is RollupWorker.THREAD  # no runner chosen: nothing to patch for
 
 
+def test_ingest_processes_are_resolved_once_for_the_runner() -> None:
+    def processes(*flags: str) -> int:
+        return to_config(PipelineOptions(["--streaming", *flags])).ingest_processes
+
+    assert processes("--runner=PrismRunner") == 2
+    assert processes("--runner=PrismRunner", "--rollups=off") == 2  # a worker process alone
+    assert processes("--runner=PrismRunner", "--ingest_processes=1") == 1
+    assert processes("--runner=PrismRunner", "--patches=off") == 1
+    assert processes("--runner=BundleBasedDirectRunner") == 1
+    assert processes() == 1
+
+
+def test_a_second_ingest_process_is_refused_where_it_cannot_work() -> None:
+    for flags, problem in (
+        (["--runner=BundleBasedDirectRunner"], "--ingest_processes=2 needs Prism"),
+        (["--runner=PrismRunner", "--patches=off"], "is a patch of Beam"),
+    ):
+        with pytest.raises(ConfigError, match=problem):
+            to_config(PipelineOptions(["--streaming", "--ingest_processes=2", *flags]))
+
+
 def test_the_flag_is_refused_where_it_cannot_work() -> None:
     with pytest.raises(ConfigError, match="--rollup_worker=process needs rollups"):
         to_config(PipelineOptions(["--streaming", "--rollups=off", "--rollup_worker=process"]))

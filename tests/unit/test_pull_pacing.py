@@ -80,3 +80,13 @@ def test_each_reader_has_its_own_wait() -> None:
     lead = readers.batch_wait(0, 0.5, 1000)
     assert readers.batch_wait(0, 0.5, 1000) is lead
     assert readers.batch_wait(1, 0.5, 1000) is not lead
+
+
+def test_a_prober_checks_rarely_unless_it_finds_full_batches() -> None:
+    readers = Readers()
+    assert readers.helper_parks(now=1.0, prober=True) == PARK_SHORT_SECONDS  # not probed yet
+    readers.lead_pulled(WORTH_A_BUNDLE, full=False, watermark=None, now=1.0)
+    # A big probe under light traffic took what the other process's lead waits for.
+    assert readers.helper_parks(now=1.0, prober=True) == PARK_LONG_SECONDS
+    readers.lead_pulled(1000, full=True, watermark=None, now=2.0)
+    assert readers.helper_parks(now=2.5, prober=True) == 0.0  # a backlog: it leads

@@ -15,7 +15,7 @@ import pytest
 from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.timestamp import Duration, Timestamp
 from google.api_core import exceptions as gexc
 from google.protobuf.timestamp_pb2 import Timestamp as ProtoTimestamp
 from google.pubsub_v1 import PubsubMessage, PullResponse, ReceivedMessage
@@ -408,3 +408,31 @@ def test_helper_readers_pull_while_the_lead_finds_full_batches(
 
 def _estimator() -> ManualWatermarkEstimator:
     return ManualWatermarkEstimator(None)
+
+
+def test_a_second_process_probes_what_is_at_hand_then_parks_ahead(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    subscriber = FakeSubscriber([3, 100], clock)
+    keeper = leases.LeaseKeeper(SUBSCRIPTION, subscriber)
+    monkeypatch.setattr(clients, "subscriber", lambda: subscriber)
+    monkeypatch.setattr(leases, "keeper", lambda subscription: keeper)
+    endpoints = PubSubEndpoints(
+        subscription=SUBSCRIPTION, dead_letter_topic="projects/local-project/topics/unit-dlq"
+    )
+    fn = PullMessagesFn(endpoints, clock=clock, sleep=clock.sleep, leads=False)
+    fn.setup()
+    try:
+        tracker, watermark = _tracker(), _estimator()
+        before = Timestamp.now()
+        out = list(fn.process(0, tracker=RestrictionTrackerView(tracker), watermark=watermark))
+        assert len(out) == 3
+        assert asked(subscriber) == [(1000, True)]  # at hand only: no long poll, no wait
+        assert clock.slept == []
+        _, delay = tracker.deferred_status()
+        parked = pull_pacing.PARK_SHORT_SECONDS  # its first probe: back soon
+        assert 0 < delay.micros <= parked * 1e6
+        # Its watermark moves on by the park: the rollups follow the leading process's.
+        assert watermark.current_watermark() >= before + Duration(seconds=parked)
+    finally:
+        keeper.stop()

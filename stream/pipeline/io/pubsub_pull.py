@@ -129,9 +129,16 @@ class PullMessagesFn(beam.DoFn):
         endpoints: PubSubEndpoints,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        leads: bool = True,
     ) -> None:
-        """`clock`, `sleep`: monotonic seconds, for a batch's wait (tests pass fakes)."""
+        """`clock`, `sleep`: monotonic seconds, for a batch's wait (tests pass fakes).
+
+        `leads`: reader 0 leads (long polls, waits to fill batches). Not in a second ingest
+        process: there reader 0 only probes what is at hand, every few seconds, and leads
+        while it finds full batches (a backlog the first process alone cannot take).
+        """
         self._endpoints = endpoints
+        self._leads = leads
         self._clock = clock
         self._sleep = sleep
         self._pulled = metrics.counter(metrics.PULLED)
@@ -259,14 +266,16 @@ class PullMessagesFn(beam.DoFn):
         if not tracker.try_claim(position):
             return
         self._leases.raise_refusal()  # the keeper's calls were refused: stop before pulling
-        parked = self._readers.helper_parks(self._clock()) if reader else 0.0
-        if parked:
-            self._park(tracker, watermark, parked)
+        prober = reader == 0 and not self._leads
+        parks = self._readers.helper_parks(self._clock(), prober) if reader or prober else 0.0
+        if parks and reader:
+            self._park(tracker, watermark, parks)
             return
         # In flight until the batch is held or given back: the job's end waits for both.
         with self._leases.pulling():
             try:
-                received = self._fill(reader, at_hand_only=self._yielded)
+                # A prober (parks > 0) takes only what is at hand, and no wait.
+                received = self._fill(reader, at_hand_only=self._yielded or parks > 0)
             except TRANSIENT_PUBSUB_ERRORS as exc:
                 # The watermark stays: what is waiting in the subscription is not known now.
                 tracker.defer_remainder(self._pull_failed(exc))
@@ -279,7 +288,10 @@ class PullMessagesFn(beam.DoFn):
             self._fill_gauge.set(0)
             watermark.set_watermark(max(now, watermark.current_watermark() or now))
             self._pulled_as(reader, 0, watermark)
-            tracker.defer_remainder(IDLE_POLL)
+            if parks:
+                self._probed(tracker, watermark, parks)
+            else:
+                tracker.defer_remainder(IDLE_POLL)
             return
         if not held:
             return  # the job ended: nothing goes downstream, nothing is deferred
@@ -296,7 +308,20 @@ class PullMessagesFn(beam.DoFn):
         current = watermark.current_watermark()
         watermark.set_watermark(oldest if current is None else max(current, oldest))
         self._pulled_as(reader, len(received), watermark)
-        tracker.defer_remainder()
+        if parks:
+            self._probed(tracker, watermark, parks)
+        else:
+            tracker.defer_remainder()
+
+    def _probed(self, tracker: _Pulls, watermark: ManualWatermarkEstimator, parks: float) -> None:
+        """The prober of a second process, after a probe: back after `parks` seconds.
+
+        Its stage's watermark moves on by the park: its next probe is then, and the rollups
+        take the least of both processes' watermarks, which the leading process sets.
+        """
+        ahead = Timestamp.now() + Duration(seconds=parks)
+        watermark.set_watermark(max(ahead, watermark.current_watermark() or ahead))
+        tracker.defer_remainder(Duration(seconds=parks))
 
     def _pulled_as(self, reader: int, count: int, watermark: ManualWatermarkEstimator) -> None:
         """The lead tells the helpers whether its batch was full, and its watermark."""
@@ -320,16 +345,17 @@ class PullMessagesFn(beam.DoFn):
 class PullMessages(beam.PTransform):
     """PBegin -> PCollection[RawMessage], each carrying its ack id: `readers` pullers."""
 
-    def __init__(self, endpoints: PubSubEndpoints) -> None:
+    def __init__(self, endpoints: PubSubEndpoints, leads: bool = True) -> None:
         super().__init__()
         self._endpoints = endpoints
+        self._leads = leads
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (
             pbegin
             | "Start" >> beam.Impulse()
             | "Readers" >> beam.FlatMap(_readers, self._endpoints.readers)
-            | "Pull" >> beam.ParDo(PullMessagesFn(self._endpoints))
+            | "Pull" >> beam.ParDo(PullMessagesFn(self._endpoints, leads=self._leads))
         )
 
 
@@ -340,12 +366,14 @@ def _readers(_: bytes, count: int) -> Iterable[int]:
 class PullSource:
     """Source for portable runners: `readers` concurrent pullers, acks after the write."""
 
-    def __init__(self, endpoints: PubSubEndpoints) -> None:
+    def __init__(self, endpoints: PubSubEndpoints, leads: bool = True) -> None:
+        """`leads`: False for a second ingest process (PullMessagesFn)."""
         self._endpoints = endpoints
+        self._leads = leads
 
     def read(self) -> beam.PTransform:
         """PBegin -> PCollection[RawMessage] (each carrying its ack id)."""
-        return PullMessages(self._endpoints)
+        return PullMessages(self._endpoints, self._leads)
 
     def acknowledge(self) -> beam.PTransform:
         """PCollection[ack id] -> acknowledged in Pub/Sub (and their leases retired)."""

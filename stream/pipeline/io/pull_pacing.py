@@ -89,15 +89,20 @@ class Readers:
             if watermark is not None:
                 self._watermark = watermark
 
-    def helper_parks(self, now: float) -> float:
+    def helper_parks(self, now: float, prober: bool = False) -> float:
         """How long a helper parks before it checks again; 0: it pulls now.
 
-        Helpers pull while the lead had a full batch in the last few seconds.
+        Helpers pull while the lead had a full batch in the last few seconds. A `prober`
+        (the first reader of a second ingest process, whose probes are its lead's batches)
+        parks long unless it has not probed yet: a probe takes what is at hand, which
+        under light traffic is what the other process's lead is waiting to fill its batch.
         """
         with self._lock:
             if self._full_at is not None and now - self._full_at <= HELPERS_STAY_SECONDS:
                 return 0.0
-            busy = self._last_batch is None or self._last_batch >= WORTH_A_BUNDLE
+            if self._last_batch is None:
+                return PARK_SHORT_SECONDS
+            busy = self._last_batch >= WORTH_A_BUNDLE and not prober
             return PARK_SHORT_SECONDS if busy else PARK_LONG_SECONDS
 
     @property

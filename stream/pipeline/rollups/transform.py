@@ -19,6 +19,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.typehints.decorators import no_annotations
 
+from stream.pipeline.config import WORKER_PROCESS_HINTS
 from stream.pipeline.letters import too_late
 from stream.pipeline.messages import DeadLetter, RawMessage
 from stream.pipeline.outputs import RollupOutputs
@@ -26,10 +27,6 @@ from stream.pipeline.rollups.accumulate import Accumulate
 from stream.pipeline.rollups.facts import Member
 from stream.pipeline.rollups.gate import TOO_LATE, Gate
 from stream.pipeline.rollups.preaggregate import PreAggregate
-
-# Any resource hint gives transforms an environment of their own, and Prism a worker for it
-# (stream/launch/patches.py); Prism ignores the value, and it is true of these stages.
-ROLLUP_HINTS = {"min_ram": "1GB"}
 
 
 class _TooLateLetter(beam.DoFn):
@@ -52,25 +49,27 @@ class Rollups(beam.PTransform):
         super().__init__()
         self._window = window
         self._lateness = lateness
-        self._hints = ROLLUP_HINTS if own_worker else {}
+        self._hints = WORKER_PROCESS_HINTS if own_worker else {}
 
     @no_annotations
-    def expand(self, events: beam.PCollection) -> RollupOutputs:
+    def expand(self, events: beam.PCollection | tuple[beam.PCollection, ...]) -> RollupOutputs:
+        """`events`: one PCollection, or one per ingest process (the second in the worker)."""
+        copies = events if isinstance(events, tuple) else (events,)
         # PreAggregate stays with the rows (fused with them: events cross no worker boundary);
         # what it emits crosses a shuffle anyway, the place to change workers.
-        gated = (
-            events
+        grouped = [
+            pcoll
             # Typed keys: the next steps are stateful; keys must encode deterministically.
-            | "PreAggregate"
-            >> beam.ParDo(PreAggregate(self._window, self._lateness)).with_output_types(
-                tuple[tuple[str, str], Any]
-            )
-            | "Gate"
-            >> beam.ParDo(Gate(self._window, self._lateness))
-            .with_output_types(tuple[tuple[str, str, int], Any])
-            .with_outputs(TOO_LATE, main="open")
-            .with_resource_hints(**self._hints)
-        )
+            | f"PreAggregate{n + 1 if n else ''}"
+            >> beam.ParDo(PreAggregate(self._window, self._lateness))
+            .with_output_types(tuple[tuple[str, str], Any])
+            .with_resource_hints(**(WORKER_PROCESS_HINTS if n else {}))
+            for n, pcoll in enumerate(copies)
+        ]
+        merged = grouped[0] if len(grouped) == 1 else tuple(grouped) | "Merge" >> beam.Flatten()
+        gated = merged | "Gate" >> beam.ParDo(Gate(self._window, self._lateness)).with_output_types(
+            tuple[tuple[str, str, int], Any]
+        ).with_outputs(TOO_LATE, main="open").with_resource_hints(**self._hints)
         rows = gated.open | "Accumulate" >> beam.ParDo(
             Accumulate(self._window, self._lateness)
         ).with_resource_hints(**self._hints)
