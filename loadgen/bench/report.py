@@ -57,7 +57,7 @@ CONFIGS = {"rollups on": [], "rollups off": ["--rollups=off"]}
 RAW = "raw loop"
 # Drained once more for comparison: the rollup stages in the rows' SDK worker (one GIL).
 ONE_WORKER = "rollups on, one SDK worker"
-ONE_WORKER_FLAGS = ["--rollup_worker=thread"]
+ONE_WORKER_FLAGS = ["--rollup_worker=thread", "--ingest_processes=1"]
 
 
 def plot(results: Results, output: Path) -> None:

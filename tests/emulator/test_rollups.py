@@ -55,23 +55,27 @@ def _sdk_worker_processes(pipeline: PipelineProcess) -> int:
     return sum("sdk_worker import SdkHarness" in " ".join(c.cmdline()) for c in children)
 
 
-@pytest.mark.parametrize("worker", ["thread", "process"])
+# One process (the launcher alone), or the default: the keyed rollup stages and a second
+# ingest in a worker process.
+PROCESSES = {"one process": ("--rollup_worker=thread", "--ingest_processes=1"), "default": ()}
+
+
+@pytest.mark.parametrize("processes", list(PROCESSES))
 def test_rollups_equal_aggregates_from_the_ledger(
-    resources: TestResources, tmp_path: Path, worker: str
+    resources: TestResources, tmp_path: Path, processes: str
 ) -> None:
     ledger = tmp_path / "ledger.sqlite"
     pipeline = PipelineProcess(
         resources.flags(
             f"--window_seconds={WINDOW_MS // 1000}",
             "--allowed_lateness_seconds=3600",
-            f"--rollup_worker={worker}",
+            *PROCESSES[processes],
         ),
         tmp_path / "pipeline.log",
     )
     try:
         publish_load(resources, ledger, count=2000, rate=400, options=TRAFFIC)
-        # With --rollup_worker=process the keyed rollup stages run in a worker of their own.
-        assert _sdk_worker_processes(pipeline) == (1 if worker == "process" else 0)
+        assert _sdk_worker_processes(pipeline) == (0 if processes == "one process" else 1)
         verdict = verify_load(resources, ledger)
         assert verdict.ok, "\n".join([verdict.line(), *verdict.examples])
         assert verdict.too_late == 0
