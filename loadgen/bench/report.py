@@ -125,6 +125,11 @@ def plot_cost(results: Results, output: Path, before: dict[str, Any] | None) -> 
         axis.plot(
             *zip(*points, strict=True), "o-", color=styles.get(name), label=f"{name}, {label}"
         )
+        if name != RAW and figures.get("saturation"):
+            goal = f"{name}: 2 x its saturation cost (the goal)"
+            axis.axhline(
+                2 * figures["saturation"], color=styles.get(name), ls=":", lw=1, label=goal
+            )
     before = before or {}
     for name, figures in before.get("curves", {}).items():
         if name == RAW:
