@@ -6,12 +6,15 @@ under the same publisher as the pipeline (`python -m loadgen.ceiling`), at offer
 """
 
 import argparse
+import multiprocessing
 import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Barrier, Event
 
 from apache_beam.options.pipeline_options import PipelineOptions
 from google.api_core import exceptions as gexc
@@ -24,6 +27,8 @@ from stream.pipeline.io.batch_writer import BatchWriter
 from stream.pipeline.messages import RawMessage, ValidEvent
 from stream.pipeline.validate import validate
 
+START_TIMEOUT_SECONDS = 120.0  # a spawned process imports Beam and the clients in ~3 s here
+
 
 @dataclass(frozen=True, slots=True)
 class CeilingResult:
@@ -32,6 +37,7 @@ class CeilingResult:
     messages: int
     seconds: float
     threads: int
+    processes: int = 1
 
     @property
     def rate(self) -> float:
@@ -55,7 +61,24 @@ class _Count:
                 self.stopped.set()
 
 
-def _loop(config: IngestConfig, count: _Count, record_ingest_time: bool = False) -> None:
+class _SharedCount:
+    """`_Count` across processes: one total in shared memory, one stop event."""
+
+    def __init__(self, done: "Synchronized[int]", target: int, stopped: Event) -> None:
+        self._done = done
+        self._target = target
+        self.stopped = stopped
+
+    def add(self, handled: int) -> None:
+        with self._done.get_lock():
+            self._done.value += handled
+            if self._done.value >= self._target:
+                self.stopped.set()
+
+
+def _loop(
+    config: IngestConfig, count: _Count | _SharedCount, record_ingest_time: bool = False
+) -> None:
     subscription = config.pubsub.subscription
     with (
         pubsub_v1.SubscriberClient() as subscriber,
@@ -111,6 +134,38 @@ def drain(config: IngestConfig, messages: int, threads: int = 1) -> CeilingResul
     for worker in workers:
         worker.join()
     return CeilingResult(messages=count.done, seconds=time.monotonic() - started, threads=threads)
+
+
+def _process(
+    flags: list[str], done: "Synchronized[int]", target: int, ready: Barrier, stopped: Event
+) -> None:
+    """One process's raw loop, started when every process is ready (imports are not timed)."""
+    config = to_config(PipelineOptions(["--streaming", *flags]))
+    ready.wait(START_TIMEOUT_SECONDS)
+    _loop(config, _SharedCount(done, target, stopped))
+
+
+def drain_processes(flags: list[str], messages: int, processes: int) -> CeilingResult:
+    """`drain` in `processes` processes of one raw loop each (a GIL each, like the pipeline's).
+
+    Timed from all processes ready to the last acknowledged batch.
+    """
+    spawn = multiprocessing.get_context("spawn")
+    done = spawn.Value("q", 0)
+    ready, stopped = spawn.Barrier(processes + 1), spawn.Event()
+    workers = [
+        spawn.Process(target=_process, args=(flags, done, messages, ready, stopped), daemon=True)
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    ready.wait(START_TIMEOUT_SECONDS)
+    started = time.monotonic()
+    stopped.wait()
+    seconds = time.monotonic() - started
+    for worker in workers:
+        worker.join()  # each ends when its pull in flight returns
+    return CeilingResult(done.value, seconds, threads=1, processes=processes)
 
 
 def main(argv: list[str] | None = None) -> int:

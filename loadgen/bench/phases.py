@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import psutil
 from apache_beam.options.pipeline_options import PipelineOptions
 from google.cloud.bigtable.data import BigtableDataClient
 
@@ -40,30 +41,42 @@ def _harness_micros(
 
 
 def ceiling_phase(results: Results, quick: bool) -> None:
-    """The raw-client loop: pull -> the same validation and writer -> ack, 1 and 2 threads."""
+    """The raw-client loop: pull -> the same validation and writer -> ack (threads, processes)."""
     count = 10_000 if quick else 60_000
     # The Pub/Sub emulator is a JVM: the first drain of a run is slower (measured: 5,263/s
     # first, 7,431/s warm), and the pipeline's drains come after. Warm it up unmeasured.
     topic, flags = load.phase_topic("ceiling-warm-up")
     sent, _ = load.publish(topic, "ceiling-warm-up", 1e9, count, None)
     ceiling.drain(to_config(PipelineOptions(["--streaming", *flags])), sent, 1)
-    for threads in (1, 2):
-        phase = f"ceiling{threads}"
+    # Threads share one GIL; the pipeline's default ingests in two processes, so the raw
+    # loop does too (the best of the three is the run's ceiling).
+    for threads, processes in ((1, 1), (2, 1), (1, 2)):
+        phase = f"ceiling{threads}" if processes == 1 else f"ceiling-{processes}-processes"
         topic, flags = load.phase_topic(phase)
-        print(f"bench: ceiling with {threads} thread(s), {count} messages")
+        print(f"bench: ceiling, {threads} thread(s) x {processes} process(es), {count} messages")
         sent, _ = load.publish(topic, phase, 1e9, count, None)
-        before = measure.cpu_seconds()
-        outcome = ceiling.drain(to_config(PipelineOptions(["--streaming", *flags])), sent, threads)
-        spent = measure.micros_per_message(before, measure.cpu_seconds(), outcome.messages)
+        before = _own_and_children_cpu()
+        if processes == 1:
+            config = to_config(PipelineOptions(["--streaming", *flags]))
+            outcome = ceiling.drain(config, sent, threads)
+        else:
+            outcome = ceiling.drain_processes(flags, sent, processes)
+        spent = _own_and_children_cpu() - before
         results.ceiling.append(
             {
                 **asdict(outcome),
                 "rate": round(outcome.rate, 1),
-                # the loop runs in this process, which publishes nothing meanwhile
-                "cpu_us_per_message": spent.get(measure.LOADGEN),
+                # the loops run in this process or its children, which publish nothing meanwhile
+                "cpu_us_per_message": round(spent * 1e6 / max(outcome.messages, 1), 1),
             }
         )
-        print(f"bench: ceiling {threads} thread(s): {outcome.rate:.0f}/s")
+        print(f"bench: ceiling {threads} thread(s) x {processes} process(es): {outcome.rate:.0f}/s")
+
+
+def _own_and_children_cpu() -> float:
+    """CPU seconds of this process and of its children that ended (the ceiling's loops)."""
+    times = psutil.Process().cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def drain_phase(

@@ -118,7 +118,7 @@ def plot_cost(results: Results, output: Path, before: dict[str, Any] | None) -> 
     fig, axis = plt.subplots(figsize=(8, 5))
     curves = {name: ("this run", figures) for name, figures in cost_curve(results).items()}
     drains = {name: drain.get("drain_rate") for name, drain in results.pipeline_drain.items()}
-    drains[RAW] = next((c["rate"] for c in results.ceiling if c["threads"] == 1), None)
+    drains[RAW] = next((c["rate"] for c in results.ceiling if _one_loop(c)), None)
     styles = {"rollups on": "tab:blue", "rollups off": "tab:orange", RAW: "tab:grey"}
     for name, (label, figures) in curves.items():
         points = _curve_points(figures, drains.get(name))
@@ -166,7 +166,7 @@ def cost_curve(results: Results) -> dict[str, dict[str, Any]]:
             saturation = drained.get("pipeline total")
         else:
             saturation = next(
-                (c.get("cpu_us_per_message") for c in results.ceiling if c["threads"] == 1), None
+                (c.get("cpu_us_per_message") for c in results.ceiling if _one_loop(c)), None
             )
         by_rate = {
             f"{_field(p, 'offered_rate'):g}": _field(p, "cpu_us_per_message").get("total")
@@ -217,6 +217,11 @@ def harness_curves(results: Results) -> dict[str, list[tuple[float, float]]]:
 def _field(point: Any, name: str) -> Any:
     """A field of a cost point, as a dataclass (this run) or a dict (read back from JSON)."""
     return point[name] if isinstance(point, dict) else getattr(point, name)
+
+
+def _one_loop(ceiling: dict[str, Any]) -> bool:
+    """The ceiling's one thread in one process: the raw loop the steps and cost phases run."""
+    return bool(ceiling["threads"] == ceiling.get("processes", 1) == 1)
 
 
 def summarise(results: Results, best_ceiling: float) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`python -m loadgen bench`: every phase on fresh emulators, then results.json and the plot.
 
 Phases (fresh emulators on free ports; each phase writes rows under its own key prefix):
-1. ceiling: drain a backlog with the raw loop (1 and 2 threads);
+1. ceiling: drain a backlog with the raw loop (1 and 2 threads, and 2 processes);
 2. drain: a backlog published before the pipeline starts; drain rate, CPU per message at
    saturation, and peak RSS of the pipeline's processes and of each emulator; rollups on
    once more with the rollup stages in the rows' SDK worker (--rollup_worker=thread);
