@@ -24,6 +24,9 @@ def test_bulk_rate_counts_the_middle_ninety_percent() -> None:
     assert bulk_rate(ingested) == 100.0  # 90 rows in 0.9 s
     assert bulk_rate(ingested[:19]) == 0.0  # too few to say
     assert bulk_rate([5] * 40) == 0.0  # all at once: no interval
+    # Rows come back in key order: the rate is the same whatever the order (it read 0).
+    assert bulk_rate(list(reversed(ingested))) == 100.0
+    assert bulk_rate(ingested[50:] + ingested[:50]) == 100.0
 
 
 def test_latency_is_ingest_minus_event_time() -> None:
